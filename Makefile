@@ -1,0 +1,100 @@
+# dfcore: a reproducible deepfake-detection study.
+# `make reproduce` and `make test` do all the set-up themselves; `make help` lists every target.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+.SECONDEXPANSION:
+
+VENV     ?= .venv
+PYTHON   ?= python3
+PROFILE  ?= demo
+DATA_DIR ?=
+REPORTS_ROOT ?= reports
+PYTEST_ARGS ?=
+
+PY      := $(VENV)/bin/python
+OUT     := $(REPORTS_ROOT)/$(PROFILE)
+STAGES  := 01_data_manifests 02_mim_pretrain 03_phase1_head 04_phase2_finetune 05_evaluation 06_gradcam_gallery
+EXECUTED := $(foreach s,$(STAGES),$(OUT)/executed/$(s).ipynb)
+HTML     := $(foreach s,$(STAGES),$(OUT)/html/$(s).html)
+DFCORE_SRC := $(shell find dfcore -name '*.py' 2>/dev/null)
+STAMP   := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+export PYDEVD_DISABLE_FILE_VALIDATION := 1
+
+.PHONY: help setup reproduce test bench lab lock clean-reports FORCE
+
+help: ## list the targets
+	@echo "dfcore: a reproducible deepfake-detection study"
+	@echo
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-14s %s\n", $$1, $$2}'
+	@echo
+	@echo "Variables: PROFILE=$(PROFILE) (demo, smoke, or a folder of params/profiles), DATA_DIR=<data root>,"
+	@echo "           VENV=$(VENV), REPORTS_ROOT=$(REPORTS_ROOT)"
+
+setup: $(STAMP) ## create the virtual environment from the lock (idempotent; seconds when nothing changed)
+
+# Installs exactly the pinned versions, then dfcore itself (editable) without touching them.
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --no-warn-script-location -r requirements.lock 2> >(grep -v "is ignored: it is neither" >&2)
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e . 2> >(grep -v "is ignored: it is neither" >&2)
+	@touch $@
+
+reproduce: $(OUT)/index.html ## run every notebook with papermill and render the HTML reports into reports/<profile>/
+	@echo "Report: $(OUT)/index.html"
+
+# The data root is part of stage 01's inputs: a different DATA_DIR re-runs the study.
+$(OUT)/.data_dir: FORCE
+	@mkdir -p $(@D)
+	@echo "$(DATA_DIR)" | cmp -s - $@ || echo "$(DATA_DIR)" > $@
+
+# Stage order: each notebook reads the files the one before it wrote.
+$(OUT)/executed/02_mim_pretrain.ipynb: $(OUT)/executed/01_data_manifests.ipynb
+$(OUT)/executed/03_phase1_head.ipynb: $(OUT)/executed/02_mim_pretrain.ipynb
+$(OUT)/executed/04_phase2_finetune.ipynb: $(OUT)/executed/03_phase1_head.ipynb
+$(OUT)/executed/05_evaluation.ipynb: $(OUT)/executed/04_phase2_finetune.ipynb
+$(OUT)/executed/06_gradcam_gallery.ipynb: $(OUT)/executed/05_evaluation.ipynb
+$(OUT)/executed/01_data_manifests.ipynb: $(OUT)/.data_dir
+
+# Parameters, later files winning: common, the notebook's own, the profile's, then make's.
+# papermill writes to a temp file that replaces the target only on success; a failed run
+# keeps its partial notebook as <stage>.failed.ipynb for inspection.
+$(OUT)/executed/%.ipynb: notebooks/%.ipynb params/common.yaml $$(wildcard params/%.yaml) $$(wildcard params/profiles/$(PROFILE)/%.yaml) $(DFCORE_SRC) $(STAMP) | profile-exists
+	@mkdir -p $(@D)
+	@echo "=== $* (profile $(PROFILE))"
+	$(VENV)/bin/papermill $< $(@D)/$*.failed.ipynb -k python3 --cwd . --no-progress-bar \
+	  -f params/common.yaml $(addprefix -f ,$(wildcard params/$*.yaml params/profiles/$(PROFILE)/$*.yaml)) \
+	  -p profile $(PROFILE) -p reports_root $(REPORTS_ROOT) \
+	  $(if $(and $(DATA_DIR),$(filter 01_data_manifests,$*)),-r data_dir "$(DATA_DIR)")
+	@mv $(@D)/$*.failed.ipynb $@
+
+$(OUT)/html/%.html: $(OUT)/executed/%.ipynb
+	$(VENV)/bin/jupyter nbconvert --log-level WARN --to html --output-dir $(@D) $<
+
+$(OUT)/index.html: $(HTML)
+	$(PY) -m dfcore.reporting.index $(OUT)
+
+.PHONY: profile-exists
+profile-exists:
+	@test -d params/profiles/$(PROFILE) || { echo "No profile '$(PROFILE)': expected a folder params/profiles/$(PROFILE)/ (have: $$(ls params/profiles))" >&2; exit 2; }
+
+test: $(STAMP) ## run the test suite (includes one end-to-end run of all notebooks, profile smoke)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP) ## run the benchmarks; results are written to reports/bench/*.json
+	$(PY) -m dfcore.bench --out $(REPORTS_ROOT)/bench
+
+lab: $(STAMP) ## open JupyterLab on the notebooks
+	$(VENV)/bin/jupyter lab notebooks
+
+lock: $(STAMP) ## re-pin requirements.lock from the environment and regenerate environment.yml
+	$(PY) tools/lock.py
+
+clean-reports: ## delete reports/<profile> (PROFILE=...)
+	rm -rf $(OUT)
+
+FORCE:

@@ -1,0 +1,319 @@
+"""Manifests: one table of every usable image under a data root, with label, split and group.
+
+A manifest has the columns ``path`` (POSIX, relative to the data root), ``label``
+(1 = fake, everywhere), ``split`` (train/val/test), ``group`` (the source an image came
+from: a video, a person, a photograph), ``sha256``, ``width`` and ``height``.
+
+Three ways in:
+- the Kaggle "Deepfake and Real Images" layout: ``Train|Validation|Test`` x ``Real|Fake``
+  (any letter case);
+- a plain ``real/`` + ``fake/`` layout, split by group with fixed ratios;
+- either of them with a ``metadata.csv`` at the root naming each file's group (column
+  ``group``, ``source_video``, ``source`` or ``video``), and optionally its label and split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from dfcore import LABELS
+
+SPLITS = ("train", "val", "test")
+COLUMNS = ["path", "label", "split", "group", "sha256", "width", "height"]
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+GROUP_COLUMNS = ("group", "source_video", "source", "video")
+_SPLIT_NAMES = {
+    "train": "train", "training": "train",
+    "validation": "val", "val": "val", "valid": "val",
+    "test": "test", "testing": "test",
+}
+_SHOWN = 20  # files named in one error message; the rest are counted
+
+
+class DataError(ValueError):
+    """Bad input data: the message names the files or folder and says how to fix it."""
+
+
+@dataclass
+class ManifestResult:
+    """What `build_manifest` found: the manifest and what it left out."""
+
+    manifest: pd.DataFrame
+    root: Path
+    layout: str
+    corrupt: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    dropped: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=COLUMNS + ["reason"]))
+
+
+def _name_files(paths, total: int | None = None) -> str:
+    paths = list(paths)
+    total = len(paths) if total is None else total
+    shown = ", ".join(paths[:_SHOWN])
+    return shown + (f" ... and {total - _SHOWN} more" if total > _SHOWN else "")
+
+
+def _children(folder: Path) -> dict[str, Path]:
+    return {p.name.lower(): p for p in sorted(folder.iterdir()) if p.is_dir()}
+
+
+def _images_under(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _list_files(root: Path) -> tuple[str, pd.DataFrame]:
+    """Returns the layout name and a table of path, label, split (None for the plain layout)."""
+    children = _children(root)
+    split_dirs = {_SPLIT_NAMES[name]: path for name, path in children.items() if name in _SPLIT_NAMES}
+    rows = []
+    if split_dirs:
+        layout = "kaggle"
+        for split in SPLITS:
+            if split not in split_dirs:
+                raise DataError(
+                    f"{root} has split folders {sorted(p.name for p in split_dirs.values())} but none for "
+                    f"'{split}'. The Kaggle layout needs Train/, Validation/ and Test/, each with Real/ and Fake/."
+                )
+            classes = _children(split_dirs[split])
+            for cls in LABELS:
+                if cls not in classes:
+                    raise DataError(
+                        f"{split_dirs[split]} has no '{cls.capitalize()}' folder (found "
+                        f"{sorted(p.name for p in classes.values())}). Each split folder needs Real/ and Fake/."
+                    )
+                rows += [(p, LABELS[cls], split) for p in _images_under(classes[cls])]
+    elif "real" in children and "fake" in children:
+        layout = "plain"
+        for cls in LABELS:
+            rows += [(p, LABELS[cls], None) for p in _images_under(children[cls])]
+    else:
+        raise DataError(
+            f"{root} is not a data root this study reads: expected Train/Validation/Test folders with "
+            f"Real/ and Fake/ inside (the Kaggle layout) or real/ and fake/ folders; found "
+            f"{sorted(p.name for p in children.values()) or 'no folders'}."
+        )
+    table = pd.DataFrame(
+        [(p.relative_to(root).as_posix(), label, split) for p, label, split in rows],
+        columns=["path", "label", "split"],
+    )
+    return layout, table
+
+
+def _parse_label(value) -> int:
+    text = str(value).strip().lower()
+    if text in LABELS:
+        return LABELS[text]
+    if text in ("0", "1"):
+        return int(text)
+    raise DataError(f"label {value!r} is neither real/fake nor 0/1")
+
+
+def _apply_metadata(root: Path, files: pd.DataFrame) -> pd.DataFrame:
+    """Takes groups (and labels and splits, where given) from ``metadata.csv``; checks they agree."""
+    files = files.assign(group=files["path"].map(lambda p: Path(p).stem))
+    meta_path = root / "metadata.csv"
+    if not meta_path.exists():
+        return files
+    meta = pd.read_csv(meta_path, dtype=str)
+    if "path" not in meta.columns:
+        raise DataError(f"{meta_path} has no 'path' column (columns: {list(meta.columns)}).")
+    meta = meta.drop_duplicates("path").set_index("path")
+    merged = files.set_index("path")
+    known = merged.index.intersection(meta.index)
+    group_col = next((c for c in GROUP_COLUMNS if c in meta.columns), None)
+    if group_col:
+        merged.loc[known, "group"] = meta.loc[known, group_col].values
+    if "label" in meta.columns:
+        try:
+            meta_labels = meta.loc[known, "label"].map(_parse_label)
+        except DataError as err:
+            raise DataError(f"{meta_path}: {err}") from None
+        bad = known[meta_labels.values != merged.loc[known, "label"].values]
+        if len(bad):
+            raise DataError(
+                f"{meta_path} gives labels that disagree with the folders for {_name_files(bad)}. "
+                "Fix the CSV or move the files."
+            )
+    if "split" in meta.columns:
+        meta_splits = meta.loc[known, "split"].str.lower().map(_SPLIT_NAMES)
+        if merged["split"].isna().all():  # plain layout: the CSV decides
+            merged.loc[known, "split"] = meta_splits.values
+        else:
+            bad = known[meta_splits.values != merged.loc[known, "split"].values]
+            if len(bad):
+                raise DataError(
+                    f"{meta_path} gives splits that disagree with the folders for {_name_files(bad)}."
+                )
+    missing = meta.index.difference(merged.index)
+    if len(missing):
+        warnings.warn(f"{meta_path} names {len(missing)} files that are not on disk: {_name_files(missing)}")
+    return merged.reset_index()
+
+
+def _split_by_group(files: pd.DataFrame, ratios, seed: int) -> pd.DataFrame:
+    """Assigns whole groups to train/val/test with the given ratios (images of a group never split)."""
+    ratios = np.asarray(ratios, dtype=float)
+    if ratios.shape != (3,) or (ratios <= 0).any():
+        raise DataError(f"split_ratios must be three positive numbers (train, val, test), got {list(ratios)}")
+    todo = files["split"].isna()
+    groups = np.array(sorted(files.loc[todo, "group"].unique()))
+    np.random.default_rng(seed).shuffle(groups)
+    edges = np.cumsum(ratios / ratios.sum())[:-1] * len(groups)
+    chunks = np.split(groups, np.round(edges).astype(int))
+    split_of = {g: split for split, chunk in zip(SPLITS, chunks) for g in chunk}
+    files.loc[todo, "split"] = files.loc[todo, "group"].map(split_of)
+    return files
+
+
+def _inspect(path: Path) -> tuple[str, int, int]:
+    """Returns sha256, width and height; raises if the file does not decode completely."""
+    data = path.read_bytes()
+    with Image.open(path) as image:
+        image.load()  # full decode: a truncated JPEG fails here, not in the middle of training
+        width, height = image.size
+    return hashlib.sha256(data).hexdigest(), width, height
+
+
+def _inspect_all(root: Path, files: pd.DataFrame, workers: int):
+    def one(rel):
+        try:
+            return _inspect(root / rel), None
+        except Exception as err:  # any decode failure leaves the file out, named
+            return None, f"{type(err).__name__}: {err}"
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = list(pool.map(one, files["path"]))
+    corrupt = [(rel, reason) for rel, (_, reason) in zip(files["path"], results) if reason]
+    good = [info is not None for info, _ in results]
+    files = files[good].copy()
+    info = [info for info, _ in results if info is not None]
+    files["sha256"] = [i[0] for i in info]
+    files["width"] = [i[1] for i in info]
+    files["height"] = [i[2] for i in info]
+    return files, corrupt
+
+
+def _check_not_empty(root: Path, layout: str, files: pd.DataFrame) -> None:
+    for split in SPLITS:
+        for cls, label in LABELS.items():
+            if not ((files["split"] == split) & (files["label"] == label)).any():
+                where = (
+                    f"the {split} split's {cls.capitalize()} folder under {root}"
+                    if layout == "kaggle"
+                    else f"{root / cls} (split '{split}' got none of its groups: add images or change split_ratios)"
+                )
+                raise DataError(f"No readable {cls} images in {where}.")
+
+
+def _leaks(files: pd.DataFrame, key: str) -> pd.Series:
+    """Marks rows whose ``key`` value also appears in another split."""
+    n_splits = files.groupby(key)["split"].transform("nunique")
+    return n_splits > 1
+
+
+def _resolve_leaks(files: pd.DataFrame, on_leak: str):
+    """Finds exact duplicates and groups that cross splits; stops, or drops them outside their first split."""
+    if on_leak not in ("error", "drop"):
+        raise ValueError(f"on_leak must be 'error' or 'drop', got {on_leak!r}")
+    dropped = []
+    for key, what in (("sha256", "identical files (same sha256)"), ("group", "groups")):
+        leaking = _leaks(files, key)
+        if not leaking.any():
+            continue
+        rows = files[leaking].sort_values([key, "split", "path"])
+        if on_leak == "error":
+            listing = [f"{r.path} [{r.split}, {key} {r[key][:12]}]" for _, r in rows.iterrows()]
+            raise DataError(
+                f"{leaking.sum()} images are {what} found in more than one split, which leaks test data "
+                f"into training: {_name_files(listing)}. Remove the copies, fix the split, or run with "
+                "on_leak='drop' to keep each in its first split (train, then val, then test) only."
+            )
+        order = files["split"].map({s: i for i, s in enumerate(SPLITS)})
+        first = order.groupby(files[key]).transform("min")
+        drop = leaking & (order != first)
+        dropped.append(files[drop].assign(reason=f"{key} crosses splits"))
+        warnings.warn(f"on_leak='drop': left out {drop.sum()} images whose {key} also appears in an earlier split")
+        files = files[~drop]
+    dropped = pd.concat(dropped) if dropped else pd.DataFrame(columns=COLUMNS + ["reason"])
+    return files, dropped
+
+
+def build_manifest(
+    root,
+    *,
+    split_ratios=(0.8, 0.1, 0.1),
+    seed: int = 0,
+    on_leak: str = "error",
+    workers: int = 8,
+) -> ManifestResult:
+    """Returns the manifest of every readable image under ``root``, after the leakage checks.
+
+    Corrupt or unreadable files are left out with a warning that names them. Identical files
+    or groups found in more than one split stop with a `DataError` naming them (or, with
+    ``on_leak='drop'``, are kept in their first split only). An empty class or split is a
+    `DataError` naming the folder.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"Data root {root} does not exist or is not a folder: pass the folder that holds the images.")
+    layout, files = _list_files(root)
+    if files.empty:
+        raise DataError(f"No images ({', '.join(sorted(IMAGE_SUFFIXES))}) found under {root}.")
+    files = _apply_metadata(root, files)
+    if files["split"].isna().any():
+        files = _split_by_group(files, split_ratios, seed)
+    files, corrupt = _inspect_all(root, files, workers)
+    if corrupt:
+        warnings.warn(
+            f"Left out {len(corrupt)} unreadable or corrupt images under {root}: "
+            + _name_files(f"{p} ({why})" for p, why in corrupt)
+        )
+    _check_not_empty(root, layout, files)
+    files, dropped = _resolve_leaks(files, on_leak)
+    _check_not_empty(root, layout, files)
+    order = files["split"].map({s: i for i, s in enumerate(SPLITS)})
+    manifest = (
+        files.assign(_order=order)
+        .sort_values(["_order", "label", "path"])[COLUMNS]
+        .reset_index(drop=True)
+        .astype({"label": int, "width": int, "height": int, "group": str})
+    )
+    return ManifestResult(manifest=manifest, root=root, layout=layout, corrupt=corrupt, dropped=dropped)
+
+
+def save_manifests(result: ManifestResult, out_dir) -> dict[str, Path]:
+    """Writes one CSV per split plus ``info.json`` (data root, layout, counts); returns the CSV paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for split in SPLITS:
+        paths[split] = out_dir / f"{split}.csv"
+        result.manifest[result.manifest["split"] == split].to_csv(paths[split], index=False)
+    info = {
+        "data_root": result.root.as_posix(),
+        "layout": result.layout,
+        "counts": {s: int((result.manifest["split"] == s).sum()) for s in SPLITS},
+        "corrupt": [{"path": p, "reason": r} for p, r in result.corrupt],
+        "dropped": int(len(result.dropped)),
+    }
+    (out_dir / "info.json").write_text(json.dumps(info, indent=2))
+    return paths
+
+
+def load_manifests(manifest_dir) -> tuple[dict[str, pd.DataFrame], Path]:
+    """Returns the per-split manifests written by `save_manifests` and the data root they refer to."""
+    manifest_dir = Path(manifest_dir)
+    info_path = manifest_dir / "info.json"
+    if not info_path.exists():
+        raise DataError(f"No manifests in {manifest_dir}: run notebook 01_data_manifests first (make reproduce).")
+    info = json.loads(info_path.read_text())
+    frames = {s: pd.read_csv(manifest_dir / f"{s}.csv", dtype={"group": str}) for s in SPLITS}
+    return frames, Path(info["data_root"])

@@ -1,0 +1,77 @@
+"""Building timm backbones with a two-class head, and loading weights into them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import timm
+import torch
+from timm.data import resolve_data_config
+
+from dfcore.checkpoint import CheckpointError, load_checkpoint
+
+
+def build_model(
+    name: str,
+    *,
+    num_classes: int = 2,
+    image_size: int | None = None,
+    drop_rate: float = 0.0,
+    pretrained_file: str | None = None,
+    mim_checkpoint: str | None = None,
+) -> torch.nn.Module:
+    """Returns timm model ``name`` with a ``num_classes`` head.
+
+    Weights: none (random init), ``pretrained_file`` (ImageNet weights from a local file,
+    through timm's ``pretrained_cfg_overlay``), or ``mim_checkpoint`` (the backbone written
+    by notebook 02). Nothing is downloaded. ``image_size`` is passed to architectures with a
+    fixed input size (ViT, MViTv2); convolutional ones take any size.
+    """
+    if pretrained_file and mim_checkpoint:
+        raise ValueError("Give pretrained_file or mim_checkpoint, not both.")
+    if pretrained_file and not Path(pretrained_file).is_file():
+        raise CheckpointError(
+            f"Weights file {pretrained_file} does not exist. Download the timm weights for '{name}' "
+            "once (see README, 'Pretrained weights') and point pretrained_file at it."
+        )
+    kwargs = {}
+    if image_size and timm.get_pretrained_cfg(name).fixed_input_size:
+        kwargs["img_size"] = image_size
+    if pretrained_file:
+        kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(file=str(pretrained_file)))
+    model = timm.create_model(name, num_classes=num_classes, drop_rate=drop_rate, **kwargs)
+    if mim_checkpoint:
+        state = load_checkpoint(mim_checkpoint, backbone=name, kind="mim-backbone")
+        load_backbone_state(model, state["model"], source=mim_checkpoint)
+    return model
+
+
+def load_backbone_state(model: torch.nn.Module, state: dict, *, source="state dict") -> None:
+    """Loads every backbone weight of ``state`` into ``model``; only the classifier may be left as initialised."""
+    head = classifier_names(model)
+    result = model.load_state_dict(state, strict=False)
+    missing = set(result.missing_keys) - head
+    if missing or result.unexpected_keys:
+        raise CheckpointError(
+            f"{source} does not fit this model: missing {sorted(missing)[:10]}, "
+            f"unexpected {sorted(result.unexpected_keys)[:10]}."
+        )
+
+
+def classifier_names(model) -> set[str]:
+    """Returns the state-dict names of the classifier head's parameters and buffers."""
+    head = {id(t) for t in [*model.get_classifier().parameters(), *model.get_classifier().buffers()]}
+    return {n for n, t in [*model.named_parameters(), *model.named_buffers()] if id(t) in head}
+
+
+def data_config(model) -> dict:
+    """Returns timm's data config (input size, mean, std, interpolation) from the model's ``pretrained_cfg``."""
+    return resolve_data_config({}, model=model)
+
+
+def load_classifier(path, *, device="cpu") -> tuple[torch.nn.Module, dict]:
+    """Returns the classifier saved in checkpoint ``path`` (built from its own backbone name and size) and the checkpoint."""
+    state = load_checkpoint(path, kind="classifier")
+    model = build_model(state["backbone"], image_size=state.get("image_size"), drop_rate=state.get("drop_rate", 0.0))
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), state

@@ -1,0 +1,22 @@
+"""Reporting: where a stage's outputs go, figures and metrics files, the run manifest and the report index."""
+
+from dfcore.reporting.figures import (
+    plot_confusion,
+    plot_history,
+    plot_image_grid,
+    plot_overlays,
+    plot_roc,
+)
+from dfcore.reporting.outputs import StageOutputs, read_metrics, stage_outputs, write_metrics
+
+__all__ = [
+    "StageOutputs",
+    "plot_confusion",
+    "plot_history",
+    "plot_image_grid",
+    "plot_overlays",
+    "plot_roc",
+    "read_metrics",
+    "stage_outputs",
+    "write_metrics",
+]

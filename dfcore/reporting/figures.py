@@ -1,0 +1,95 @@
+"""The study's figures: titled, labelled, returned for the notebook to show and save."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from sklearn.metrics import confusion_matrix, roc_curve
+
+from dfcore import CLASS_NAMES
+
+
+def plot_image_grid(images, titles, *, ncols: int = 8, suptitle: str = ""):
+    """Returns a figure showing HxWx3 uint8 ``images`` in a grid with a title each."""
+    nrows = max(1, int(np.ceil(len(images) / ncols)))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.6 * ncols, 1.75 * nrows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, title in zip(axes.flat, images, titles):
+        ax.imshow(image)
+        ax.set_title(title, fontsize=7)
+    fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def plot_history(history: pd.DataFrame, *, title: str):
+    """Returns learning curves: losses, validation AUC/accuracy and learning rates per epoch."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    loss_cols = [c for c in ("train_loss", "val_loss") if c in history]
+    history.plot(x="epoch", y=loss_cols, ax=axes[0], marker="o", title="loss")
+    score_cols = [c for c in ("val_auc", "val_accuracy") if c in history]
+    if score_cols:
+        history.plot(x="epoch", y=score_cols, ax=axes[1], marker="o", title="validation", ylim=(0, 1.02))
+    else:
+        axes[1].axis("off")
+    lr_cols = [c for c in history if c.startswith("lr")]
+    history.plot(x="epoch", y=lr_cols, ax=axes[2], marker=".", title="learning rate at epoch start", logy=False)
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_roc(curves: dict, *, title: str):
+    """Returns ROC curves for ``{name: (labels, probs, auc)}``, AUC in the legend."""
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    for name, (labels, probs, auc) in curves.items():
+        fpr, tpr, _ = roc_curve(labels, probs)
+        ax.plot(fpr, tpr, label=f"{name} (AUC {auc:.3f})")
+    ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1, label="chance")
+    ax.set(xlabel="false positive rate (real called fake)", ylabel="true positive rate (fake caught)", title=title)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_confusion(labels, preds, *, title: str):
+    """Returns the confusion matrix, counts and row-normalised, side by side."""
+    counts = confusion_matrix(labels, preds, labels=[0, 1])
+    norm = counts / counts.sum(1, keepdims=True).clip(min=1)
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.4))
+    for ax, data, fmt, name in ((axes[0], counts, "d", "counts"), (axes[1], norm, ".2f", "normalised by true class")):
+        sns.heatmap(data, annot=True, fmt=fmt, cmap="Blues", cbar=False, ax=ax,
+                    xticklabels=CLASS_NAMES, yticklabels=CLASS_NAMES)
+        ax.set(xlabel="predicted", ylabel="true", title=name)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_overlays(images, maps, titles, *, suptitle: str, ncols: int = 4):
+    """Returns image/heatmap pairs on one colour scale [0, 1], with a shared colour bar."""
+    n = len(images)
+    ncols = min(ncols, n)
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, 2 * ncols, figsize=(2.1 * 2 * ncols, 2.3 * nrows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    mappable = None
+    for i, (image, heat, title) in enumerate(zip(images, maps, titles)):
+        r, c = divmod(i, ncols)
+        axes[r, 2 * c].imshow(image)
+        axes[r, 2 * c].set_title(title, fontsize=7)
+        axes[r, 2 * c + 1].imshow(image)
+        mappable = axes[r, 2 * c + 1].imshow(heat, cmap="jet", alpha=0.5, vmin=0, vmax=1)
+        axes[r, 2 * c + 1].set_title("Grad-CAM (fake)", fontsize=7)
+    fig.suptitle(suptitle)
+    fig.tight_layout()
+    if mappable is not None:
+        fig.colorbar(mappable, ax=axes.ravel().tolist(), shrink=0.6, label="saliency (0-1)")
+    return fig

@@ -1,0 +1,107 @@
+"""The run manifest and the report index of one profile's run.
+
+Run as ``python -m dfcore.reporting.index reports/<profile>`` after the notebooks (the
+Makefile does): it writes ``run_manifest.json`` (git commit, package versions, the resolved
+parameters of every executed notebook, the sha256 of each data manifest) and ``index.html``
+(a link to every stage's report and its headline numbers).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import platform
+import subprocess
+import sys
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+PACKAGES = ["torch", "torchvision", "timm", "albumentations", "scikit-learn", "numpy", "pandas", "papermill",
+            "nbconvert", "torchcam", "matplotlib", "seaborn", "scikit-image", "opencv-python-headless"]
+DEMO_NOTE = ("This run used the built-in demo set: crops of sample photographs shipped with scikit-image and "
+             "matplotlib, with self-blended and swapped fakes. It demonstrates the pipeline end to end and is "
+             "not a benchmark.")
+
+
+def _git(*args) -> str | None:
+    try:
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def _versions() -> dict:
+    found = {}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def run_manifest(reports_dir) -> dict:
+    """Returns the facts that let someone re-run this profile exactly: code, packages, parameters, data."""
+    reports_dir = Path(reports_dir)
+    parameters = {}
+    for nb in sorted((reports_dir / "executed").glob("*.ipynb")):
+        parameters[nb.stem] = json.loads(nb.read_text()).get("metadata", {}).get("papermill", {}).get("parameters", {})
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": _git("rev-parse", "HEAD"),
+        "git_dirty": bool(status) if status is not None else None,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "packages": _versions(),
+        "parameters": parameters,
+        "data_manifests": {p.name: _sha256(p) for p in sorted((reports_dir / "manifests").glob("*.csv"))},
+    }
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return html.escape(str(value))
+
+
+def build_index(reports_dir) -> str:
+    """Returns the HTML of the report index: each stage's report link and its headline numbers."""
+    reports_dir = Path(reports_dir)
+    rows, is_demo = [], False
+    for page in sorted((reports_dir / "html").glob("*.html")):
+        metrics_path = reports_dir / "metrics" / f"{page.stem}.json"
+        headline = json.loads(metrics_path.read_text()).get("headline", {}) if metrics_path.exists() else {}
+        is_demo = is_demo or bool(headline.get("data") == "built-in demo set")
+        numbers = "<br>".join(f"{html.escape(k)}: <b>{_fmt(v)}</b>" for k, v in headline.items())
+        rows.append(f'<tr><td><a href="html/{page.name}">{html.escape(page.stem)}</a></td><td>{numbers}</td></tr>')
+    note = f'<p class="note">{DEMO_NOTE}</p>' if is_demo else ""
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>dfcore report: {html.escape(reports_dir.name)}</title>
+<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}} td{{padding:.4em 1em;vertical-align:top;
+border-bottom:1px solid #ddd}} .note{{background:#fff4d6;padding:.6em}}</style></head>
+<body><h1>Deepfake-detection study: profile <code>{html.escape(reports_dir.name)}</code></h1>
+{note}
+<table><tr><th>stage</th><th>headline numbers</th></tr>
+{''.join(rows)}
+</table>
+<p><a href="run_manifest.json">run_manifest.json</a>: git commit, package versions, parameters, data manifest hashes.</p>
+</body></html>
+"""
+
+
+def main(argv=None) -> None:
+    reports_dir = Path((argv or sys.argv[1:])[0])
+    (reports_dir / "run_manifest.json").write_text(json.dumps(run_manifest(reports_dir), indent=2))
+    (reports_dir / "index.html").write_text(build_index(reports_dir))
+    print(f"wrote {reports_dir / 'index.html'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""Where and how computation runs: device, mixed-precision dtype, seeding."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """Returns ``cuda`` when asked for 'auto' and a GPU is present, else the named device (or CPU)."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(device)
+
+
+def amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
+    """Returns the autocast dtype for ``device``: bf16 where supported, else fp16 on CUDA; None when AMP is off."""
+    if not amp:
+        return None
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """Returns an autocast context for ``dtype``, or a no-op one when it is None."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def seed_everything(seed: int) -> None:
+    """Seeds Python, NumPy and torch, and asks torch for deterministic kernels where it has them."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def chdir_project_root() -> Path:
+    """Returns the project root after making it the working directory (JupyterLab starts kernels in notebooks/).
+
+    Parameters hold paths relative to the project root, as under ``make reproduce``; the
+    root is the nearest folder upwards that holds ``params/common.yaml``.
+    """
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "params" / "common.yaml").is_file():
+            os.chdir(folder)
+            return folder
+    raise FileNotFoundError(f"No project root (a folder with params/common.yaml) at or above {here}.")

@@ -1,0 +1,193 @@
+"""Supervised training of a real/fake classifier: phase 1 (head only) and phase 2 (fine-tuning).
+
+`train_one_epoch` and `validate` are plain functions returning a dict of metrics; `fit`
+wires them into a loop with early stopping on validation AUC, a per-epoch history CSV and
+atomic best/last checkpoints. No callback framework.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+from timm.scheduler import CosineLRScheduler
+from tqdm import tqdm
+
+from dfcore import LABELS
+from dfcore.checkpoint import load_checkpoint, save_checkpoint
+from dfcore.evaluation import binary_metrics, predict
+from dfcore.runtime import autocast
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a NaN loss, say); the message says where it stopped and what was kept."""
+
+
+def freeze_backbone(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """Freezes every parameter but the classifier's; returns the trainable ones."""
+    model.requires_grad_(False)
+    head = list(model.get_classifier().parameters())
+    for p in head:
+        p.requires_grad_(True)
+    return head
+
+
+def set_train_mode(model: torch.nn.Module) -> None:
+    """Puts the model in training mode, but keeps frozen normalisation layers (and their running stats) in eval."""
+    model.train()
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and not any(
+            p.requires_grad for p in module.parameters()
+        ):
+            module.eval()
+
+
+def build_optimizer(model, *, lr_head: float, lr_backbone: float = 0.0, weight_decay: float = 0.05):
+    """Returns AdamW with one group for the classifier and one for the trainable backbone parameters."""
+    head_ids = {id(p) for p in model.get_classifier().parameters()}
+    head = [p for p in model.parameters() if p.requires_grad and id(p) in head_ids]
+    backbone = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids]
+    groups = [{"params": head, "lr": lr_head, "name": "head"}]
+    if backbone:
+        groups.append({"params": backbone, "lr": lr_backbone, "name": "backbone"})
+    return torch.optim.AdamW(groups, weight_decay=weight_decay)
+
+
+def build_scheduler(optimizer, *, epochs: int, steps_per_epoch: int, warmup_epochs: float = 0.0):
+    """Returns a per-step cosine schedule with linear warm-up (timm), ending at 1% of each group's LR."""
+    total = max(1, epochs * steps_per_epoch)
+    return CosineLRScheduler(
+        optimizer,
+        t_initial=total,
+        lr_min=0.0,
+        warmup_t=int(warmup_epochs * steps_per_epoch),
+        warmup_lr_init=0.0,
+        warmup_prefix=True,
+        t_in_epochs=False,
+    )
+
+
+def _reseed_epoch(loader, seed: int, epoch: int) -> None:
+    """Seeds shuffling and augmentation from (seed, epoch), so a resumed run replays the same epochs."""
+    torch.manual_seed(seed * 1000 + epoch)
+    if loader.generator is not None:
+        loader.generator.manual_seed(seed * 1000 + epoch)
+    transform = getattr(loader.dataset, "transform", None)
+    if hasattr(transform, "set_random_seed"):
+        transform.set_random_seed(seed * 1000 + epoch)
+
+
+def train_one_epoch(model, loader, optimizer, scheduler, *, device, dtype=None, scaler=None,
+                    grad_clip: float = 0.0, epoch: int = 0, step: int = 0) -> dict:
+    """Returns ``{'loss', 'images_per_s', 'step'}`` after one pass over ``loader``; stops on a NaN/inf loss."""
+    set_train_mode(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    total, count = 0.0, 0
+    start = time.perf_counter()
+    for i, (images, labels) in enumerate(tqdm(loader, desc=f"epoch {epoch}", mininterval=30, leave=False)):
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        with autocast(device, dtype):
+            loss = torch.nn.functional.cross_entropy(model(images), labels)
+        if not math.isfinite(loss.item()):
+            raise TrainingError(
+                f"The loss became {loss.item()} at epoch {epoch}, step {i} of that epoch. Training stopped; the "
+                "last good checkpoint (last.pt from the epoch before) is kept. Lower the learning rate, "
+                "turn on grad_clip, or turn AMP off."
+            )
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+        else:
+            loss.backward()
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        step += 1
+        scheduler.step_update(step)
+        total += loss.item() * len(labels)
+        count += len(labels)
+    elapsed = time.perf_counter() - start
+    return {"loss": total / max(count, 1), "images_per_s": count / max(elapsed, 1e-9), "step": step}
+
+
+def validate(model, loader, *, device, dtype=None) -> dict:
+    """Returns loss, AUC and accuracy over the whole validation set (never averaged per batch)."""
+    scores = predict(model, loader, device=device, dtype=dtype)
+    m = binary_metrics(scores["label"], scores["prob"])
+    return {"loss": scores["loss"], "auc": m["auc"], "accuracy": m["accuracy"]}
+
+
+def fit(
+    model,
+    train_loader,
+    val_loader,
+    *,
+    optimizer,
+    scheduler,
+    epochs: int,
+    out_dir,
+    device,
+    dtype=None,
+    patience: int = 3,
+    grad_clip: float = 0.0,
+    seed: int = 0,
+    resume: bool = False,
+    meta: dict | None = None,
+) -> pd.DataFrame:
+    """Trains with early stopping on validation AUC; returns the per-epoch history.
+
+    Writes ``history.csv``, ``last.pt`` (every epoch) and ``best.pt`` (best validation AUC)
+    under ``out_dir``. ``meta`` (backbone name, image size, resolved parameters, ...) is
+    stored in both checkpoints with the label map. With ``resume``, continues from
+    ``last.pt``.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    meta = dict(meta or {})
+    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None  # one for the whole run
+    history, start_epoch, best, stale, step = [], 0, -math.inf, 0, 0
+    if resume and (out_dir / "last.pt").exists():
+        state = load_checkpoint(out_dir / "last.pt", backbone=meta.get("backbone"), kind="classifier")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        start_epoch, best, stale, step = state["epoch"] + 1, state["best_metric"], state["stale"], state["step"]
+        history = pd.read_csv(out_dir / "history.csv").to_dict("records")[:start_epoch]
+    for epoch in range(start_epoch, epochs):
+        if stale >= patience:
+            break
+        _reseed_epoch(train_loader, seed, epoch)
+        lrs = {f"lr_{g.get('name', i)}": g["lr"] for i, g in enumerate(optimizer.param_groups)}
+        train = train_one_epoch(model, train_loader, optimizer, scheduler, device=device, dtype=dtype,
+                                scaler=scaler, grad_clip=grad_clip, epoch=epoch, step=step)
+        step = train["step"]
+        val = validate(model, val_loader, device=device, dtype=dtype)
+        improved = val["auc"] > best
+        best, stale = (val["auc"], 0) if improved else (best, stale + 1)
+        history.append({"epoch": epoch, "train_loss": train["loss"], "val_loss": val["loss"],
+                        "val_auc": val["auc"], "val_accuracy": val["accuracy"], **lrs,
+                        "train_images_per_s": train["images_per_s"]})
+        state = {
+            **meta, "kind": "classifier", "label_map": LABELS, "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "epoch": epoch, "step": step, "best_metric": best, "stale": stale, "val": val,
+        }
+        if improved:
+            save_checkpoint(state, out_dir / "best.pt")
+        save_checkpoint(state, out_dir / "last.pt")
+        pd.DataFrame(history).to_csv(out_dir / "history.csv", index=False)
+        print(f"epoch {epoch}: train loss {train['loss']:.4f}, val loss {val['loss']:.4f}, "
+              f"val AUC {val['auc']:.4f}, {train['images_per_s']:.0f} img/s" + (" *" if improved else ""),
+              flush=True)
+    return pd.DataFrame(history)

@@ -1,0 +1,126 @@
+import shutil
+
+import pandas as pd
+import pytest
+
+from dfcore.datasets import DataError, build_manifest, load_manifests, make_demo_set, save_manifests
+from conftest import write_image
+
+
+def test_kaggle_layout_labels_fake_as_one(kaggle_root):
+    result = build_manifest(kaggle_root)
+    m = result.manifest
+    assert result.layout == "kaggle"
+    assert list(m.columns) == ["path", "label", "split", "group", "sha256", "width", "height"]
+    assert set(m["split"]) == {"train", "val", "test"}
+    assert (m.loc[m["path"].str.contains("/Fake/"), "label"] == 1).all()
+    assert (m.loc[m["path"].str.contains("/Real/"), "label"] == 0).all()
+    assert m["path"].str.startswith(("Train/", "Validation/", "Test/")).all()
+    assert (m["width"] == 32).all() and m["sha256"].str.len().eq(64).all()
+
+
+def test_letter_case_of_folders_does_not_matter(kaggle_root, tmp_path):
+    lower = tmp_path / "lower"
+    for path in kaggle_root.rglob("*.jpg"):
+        target = lower / path.relative_to(kaggle_root).as_posix().lower()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, target)
+    assert len(build_manifest(lower).manifest) == len(build_manifest(kaggle_root).manifest)
+
+
+def test_plain_layout_splits_by_group_without_crossing(tmp_path):
+    root = tmp_path / "plain"
+    for g in range(20):
+        write_image(root / "real" / f"vid{g:02d}_a.png", seed=g)
+        write_image(root / "fake" / f"vid{g:02d}_b.png", seed=100 + g)
+    rows = [(f"real/vid{g:02d}_a.png", f"vid{g:02d}") for g in range(20)]
+    rows += [(f"fake/vid{g:02d}_b.png", f"vid{g:02d}") for g in range(20)]
+    pd.DataFrame(rows, columns=["path", "source_video"]).to_csv(root / "metadata.csv", index=False)
+    m = build_manifest(root, split_ratios=(0.6, 0.2, 0.2), seed=1).manifest
+    assert m.groupby("group")["split"].nunique().max() == 1
+    assert m.groupby("split")["group"].nunique().to_dict() == {"test": 4, "train": 12, "val": 4}
+
+
+def test_metadata_label_that_disagrees_with_folder_is_an_error(kaggle_root):
+    pd.DataFrame({"path": ["Train/Real/TrR0.jpg"], "label": ["fake"]}).to_csv(kaggle_root / "metadata.csv", index=False)
+    with pytest.raises(DataError, match="TrR0.jpg"):
+        build_manifest(kaggle_root)
+
+
+def test_corrupt_image_is_named_and_left_out(kaggle_root):
+    bad = kaggle_root / "Train" / "Fake" / "broken.jpg"
+    data = (kaggle_root / "Train" / "Fake" / "TrF0.jpg").read_bytes()
+    bad.write_bytes(data[: len(data) // 2])  # a truncated JPEG
+    with pytest.warns(UserWarning, match="Train/Fake/broken.jpg"):
+        result = build_manifest(kaggle_root)
+    assert "Train/Fake/broken.jpg" not in set(result.manifest["path"])
+    assert [p for p, _ in result.corrupt] == ["Train/Fake/broken.jpg"]
+
+
+def test_duplicate_across_splits_stops_naming_both_files(kaggle_root):
+    shutil.copy(kaggle_root / "Train" / "Real" / "TrR0.jpg", kaggle_root / "Test" / "Real" / "copy.jpg")
+    with pytest.raises(DataError, match=r"(?s)Test/Real/copy.jpg.*Train/Real/TrR0.jpg|Train/Real/TrR0.jpg.*Test/Real/copy.jpg"):
+        build_manifest(kaggle_root)
+
+
+def test_on_leak_drop_keeps_the_training_copy_only(kaggle_root):
+    shutil.copy(kaggle_root / "Train" / "Real" / "TrR0.jpg", kaggle_root / "Test" / "Real" / "copy.jpg")
+    with pytest.warns(UserWarning, match="left out 1 images"):
+        result = build_manifest(kaggle_root, on_leak="drop")
+    paths = set(result.manifest["path"])
+    assert "Train/Real/TrR0.jpg" in paths and "Test/Real/copy.jpg" not in paths
+    assert list(result.dropped["path"]) == ["Test/Real/copy.jpg"]
+
+
+def test_group_crossing_splits_stops(kaggle_root):
+    pd.DataFrame({"path": ["Train/Real/TrR0.jpg", "Validation/Fake/VaF0.jpg"], "group": ["v1", "v1"]}).to_csv(
+        kaggle_root / "metadata.csv", index=False)
+    with pytest.raises(DataError, match="groups found in more than one split"):
+        build_manifest(kaggle_root)
+
+
+def test_empty_class_names_the_folder(kaggle_root):
+    for path in (kaggle_root / "Validation" / "Fake").iterdir():
+        path.unlink()
+    with pytest.raises(DataError, match="No readable fake images in the val split's Fake folder"):
+        build_manifest(kaggle_root)
+
+
+def test_missing_class_folder_and_wrong_layout_are_named(kaggle_root, tmp_path):
+    shutil.rmtree(kaggle_root / "Test" / "Real")
+    with pytest.raises(DataError, match="Test has no 'Real' folder"):
+        build_manifest(kaggle_root)
+    (tmp_path / "wrong" / "images").mkdir(parents=True)
+    with pytest.raises(DataError, match="not a data root"):
+        build_manifest(tmp_path / "wrong")
+    with pytest.raises(DataError, match="does not exist"):
+        build_manifest(tmp_path / "nowhere")
+
+
+def test_save_and_load_round_trip(kaggle_root, tmp_path):
+    result = build_manifest(kaggle_root)
+    save_manifests(result, tmp_path / "manifests")
+    frames, root = load_manifests(tmp_path / "manifests")
+    assert root == kaggle_root
+    assert sum(len(f) for f in frames.values()) == len(result.manifest)
+    assert (frames["val"]["split"] == "val").all()
+
+
+def test_planted_corrupt_jpeg_and_duplicate_in_a_copy_of_the_demo_set(tmp_path):
+    root = make_demo_set(tmp_path / "demo", image_size=32, crops_per_photo=2)
+    train_real = sorted((root / "Train" / "Real").iterdir())[0]
+    shutil.copy(train_real, root / "Validation" / "Real" / "planted_duplicate.jpg")
+    (root / "Test" / "Fake" / "planted_corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    with pytest.warns(UserWarning, match="planted_corrupt.jpg"), pytest.raises(DataError, match="planted_duplicate.jpg"):
+        build_manifest(root)
+
+
+def test_real_dfdc_faces_small_is_leakage_free(shared_dir):
+    root = shared_dir / "data" / "dfdc_faces_small"
+    result = build_manifest(root)
+    m = result.manifest
+    counts = m.groupby(["split", "label"]).size().to_dict()
+    assert counts == {("test", 0): 500, ("test", 1): 500, ("train", 0): 2997, ("train", 1): 3000,
+                      ("val", 0): 500, ("val", 1): 500}
+    assert m.groupby("group")["split"].nunique().max() == 1
+    assert m["group"].nunique() < len(m)  # groups come from metadata.csv's source_video

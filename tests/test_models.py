@@ -1,0 +1,67 @@
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from dfcore.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from dfcore.models import build_model, classifier_names, data_config, load_backbone_state, load_classifier
+from dfcore.trainers import backbone_state
+
+
+@pytest.mark.parametrize("name,size", [("resnet10t", 32), ("vit_tiny_patch16_224", 32), ("efficientnet_b0", 32)])
+def test_builds_a_two_class_model_with_normalisation_from_its_config(name, size):
+    model = build_model(name, image_size=size).eval()
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, size, size)).shape == (2, 2)
+    cfg = data_config(model)
+    assert len(cfg["mean"]) == 3 and len(cfg["std"]) == 3
+
+
+def test_backbone_state_loads_every_weight_but_the_classifier(tmp_path):
+    source = build_model("resnet10t")
+    state = backbone_state(source)
+    assert set(source.state_dict()) - set(state) == classifier_names(source) == {"fc.weight", "fc.bias"}
+    save_checkpoint({"kind": "mim-backbone", "backbone": "resnet10t", "model": state}, tmp_path / "b.pt")
+    target = build_model("resnet10t", mim_checkpoint=tmp_path / "b.pt")
+    for key, value in state.items():
+        assert torch.equal(target.state_dict()[key], value), key
+
+
+def test_backbone_state_with_a_missing_key_is_refused():
+    model = build_model("resnet10t")
+    state = backbone_state(model)
+    state.pop("conv1.0.weight")
+    with pytest.raises(CheckpointError, match="conv1.0.weight"):
+        load_backbone_state(model, state)
+
+
+def test_missing_weights_file_and_wrong_checkpoints_are_clear_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        build_model("resnet10t", pretrained_file=tmp_path / "nothing.safetensors")
+    torch.save({"weights": 1}, tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match="not a dfcore checkpoint"):
+        load_checkpoint(tmp_path / "foreign.pt")
+    save_checkpoint({"kind": "mim-backbone", "backbone": "resnet10t", "model": {}}, tmp_path / "r.pt")
+    with pytest.raises(CheckpointError, match="'resnet10t' model, not 'efficientnet_b0'"):
+        build_model("efficientnet_b0", mim_checkpoint=tmp_path / "r.pt")
+
+
+def test_checkpoint_write_is_atomic_and_round_trips(tmp_path):
+    model = build_model("resnet10t")
+    save_checkpoint({"kind": "classifier", "backbone": "resnet10t", "image_size": 32, "model": model.state_dict()},
+                    tmp_path / "c.pt")
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temp file left behind
+    loaded, state = load_classifier(tmp_path / "c.pt")
+    assert state["backbone"] == "resnet10t"
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
+
+
+@pytest.mark.parametrize("name", ["mobilenetv2_100", "tf_efficientnet_lite0"])
+def test_local_imagenet_weights_file_is_loaded(shared_dir, name):
+    path = shared_dir / "weights" / f"{name}.imagenet.safetensors"
+    model = build_model(name, pretrained_file=path)
+    expected = load_file(path)
+    head = classifier_names(model)
+    loaded = {k: v for k, v in model.state_dict().items() if k not in head and k in expected}
+    assert len(loaded) == len([k for k in expected if k not in head and not k.startswith("classifier")])
+    assert all(torch.equal(v, expected[k]) for k, v in loaded.items())
+    assert model.get_classifier().out_features == 2

@@ -1,0 +1,80 @@
+"""End to end: `make reproduce PROFILE=smoke` runs all six notebooks with papermill into a temp folder."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import ROOT
+from test_environment import STAGES
+
+pytestmark = pytest.mark.e2e
+
+
+def _make(*args, reports_root):
+    venv = Path(sys.prefix)  # the environment running the tests is the one make set up
+    return subprocess.run(["make", *args, "PROFILE=smoke", f"REPORTS_ROOT={reports_root}", f"VENV={venv}"],
+                          cwd=ROOT, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    reports_root = tmp_path_factory.mktemp("reports")
+    run = _make("reproduce", reports_root=reports_root)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return reports_root / "smoke", reports_root
+
+
+def test_every_stage_leaves_an_executed_notebook_without_errors_and_an_html_report(smoke_run):
+    out, _ = smoke_run
+    for stage in STAGES:
+        nb = json.loads((out / "executed" / f"{stage}.ipynb").read_text())
+        errors = [o for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
+        assert not errors, stage
+        assert (out / "html" / f"{stage}.html").stat().st_size > 10_000
+        assert (out / "metrics" / f"{stage}.json").exists()
+    index = (out / "index.html").read_text()
+    assert all(f"html/{stage}.html" in index for stage in STAGES)
+    assert "not a benchmark" in index
+
+
+def test_figures_are_not_blank(smoke_run):
+    out, _ = smoke_run
+    figures = sorted((out / "figures").glob("*.png"))
+    assert {f.name.split("_")[0] for f in figures} >= {"01", "02", "03", "04", "05", "06"}
+    for figure in figures:
+        pixels = np.asarray(Image.open(figure).convert("L"), dtype=float)
+        assert pixels.std() > 10, figure.name
+
+
+def test_metrics_are_computed_from_the_stage_before(smoke_run):
+    out, _ = smoke_run
+    evaluation = json.loads((out / "metrics" / "05_evaluation.json").read_text())
+    assert 0 <= evaluation["test@0.5"]["auc"] <= 1
+    assert evaluation["checkpoint"].endswith("phase2/best.pt")
+    phase2 = json.loads((out / "metrics" / "04_phase2_finetune.json").read_text())
+    phase1 = json.loads((out / "metrics" / "03_phase1_head.json").read_text())
+    assert phase2["phase1_val_auc"] == pytest.approx(phase1["best_val_auc"])
+
+
+def test_run_manifest_records_commit_versions_parameters_and_data_hashes(smoke_run):
+    out, _ = smoke_run
+    manifest = json.loads((out / "run_manifest.json").read_text())
+    assert manifest["packages"]["torch"] == "2.14.1"
+    assert set(manifest["parameters"]) == set(STAGES)
+    assert manifest["parameters"]["02_mim_pretrain"]["mim_epochs"] == 1  # the smoke profile's value won
+    assert manifest["parameters"]["01_data_manifests"]["profile"] == "smoke"
+    assert set(manifest["data_manifests"]) == {"train.csv", "val.csv", "test.csv"}
+    assert "git_commit" in manifest
+
+
+def test_an_up_to_date_run_is_not_repeated(smoke_run):
+    _, reports_root = smoke_run
+    again = _make("reproduce", reports_root=reports_root)
+    assert again.returncode == 0
+    assert "papermill" not in again.stdout

@@ -1,0 +1,76 @@
+import pandas as pd
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from dfcore.models import build_model
+from dfcore.runtime import seed_everything
+from dfcore.trainers import TrainingError, build_optimizer, build_scheduler, fit, freeze_backbone
+
+CPU = torch.device("cpu")
+
+
+def _loaders(seed=0, poison=False):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(48, 3, 32, 32, generator=g)
+    if poison:
+        x[:32] = float("nan")
+    y = torch.arange(48) % 2
+    x[y == 1, 0] += 1.5  # a learnable signal: fakes are redder
+    train = DataLoader(TensorDataset(x[:32], y[:32]), batch_size=8, shuffle=True, generator=torch.Generator())
+    val = DataLoader(TensorDataset(x[32:], y[32:]), batch_size=16)
+    return train, val
+
+
+def _run(tmp_path, epochs, resume=False, lr=3e-3, poison=False):
+    seed_everything(0)
+    model = build_model("resnet10t")
+    train, val = _loaders(poison=poison)
+    opt = build_optimizer(model, lr_head=lr, lr_backbone=lr)
+    sched = build_scheduler(opt, epochs=4, steps_per_epoch=len(train), warmup_epochs=1)
+    history = fit(model, train, val, optimizer=opt, scheduler=sched, epochs=epochs, out_dir=tmp_path, device=CPU,
+                  patience=10, resume=resume, meta={"backbone": "resnet10t", "image_size": 32})
+    return model, history
+
+
+def test_fit_writes_history_and_best_and_last_checkpoints(tmp_path):
+    _, history = _run(tmp_path, epochs=4)
+    assert list(history["epoch"]) == [0, 1, 2, 3]
+    assert {"train_loss", "val_loss", "val_auc", "val_accuracy", "lr_head", "lr_backbone"} <= set(history)
+    assert (tmp_path / "best.pt").exists() and (tmp_path / "last.pt").exists()
+    assert pd.read_csv(tmp_path / "history.csv").shape[0] == 4
+    assert history["val_auc"].max() > 0.8  # the signal is learnt
+
+
+def test_resume_continues_an_interrupted_run_to_the_same_result(tmp_path):
+    full, full_history = _run(tmp_path / "full", epochs=4)
+    _run(tmp_path / "cut", epochs=2)  # "interrupted" after two epochs
+    resumed, resumed_history = _run(tmp_path / "cut", epochs=4, resume=True)
+    pd.testing.assert_frame_equal(full_history.drop(columns="train_images_per_s"),
+                                  resumed_history.drop(columns="train_images_per_s"))
+    for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_nan_loss_stops_naming_epoch_and_step_and_keeps_last_good_checkpoint(tmp_path):
+    _run(tmp_path, epochs=1)
+    before = (tmp_path / "last.pt").read_bytes()
+    with pytest.raises(TrainingError, match=r"epoch 1, step 0"):
+        _run(tmp_path, epochs=2, resume=True, poison=True)
+    assert (tmp_path / "last.pt").read_bytes() == before
+
+
+def test_phase1_freezes_backbone_weights_and_batchnorm_statistics(tmp_path):
+    seed_everything(0)
+    model = build_model("resnet10t")
+    trainable = freeze_backbone(model)
+    assert {id(p) for p in trainable} == {id(p) for p in model.get_classifier().parameters()}
+    before = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("fc.")}
+    train, val = _loaders()
+    opt = build_optimizer(model, lr_head=1e-2)
+    sched = build_scheduler(opt, epochs=1, steps_per_epoch=len(train))
+    fit(model, train, val, optimizer=opt, scheduler=sched, epochs=1, out_dir=tmp_path, device=CPU,
+        meta={"backbone": "resnet10t"})
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # running_mean/var included
+    assert len(opt.param_groups) == 1 and opt.param_groups[0]["name"] == "head"
