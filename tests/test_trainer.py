@@ -5,7 +5,15 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from dfcore.models import build_model
 from dfcore.runtime import seed_everything
-from dfcore.trainers import TrainingError, build_optimizer, build_scheduler, fit, freeze_backbone
+from dfcore.trainers import (
+    TrainingError,
+    build_optimizer,
+    build_scheduler,
+    class_weights,
+    fit,
+    freeze_backbone,
+    unfreeze_last,
+)
 
 CPU = torch.device("cpu")
 
@@ -74,3 +82,35 @@ def test_phase1_freezes_backbone_weights_and_batchnorm_statistics(tmp_path):
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # running_mean/var included
     assert len(opt.param_groups) == 1 and opt.param_groups[0]["name"] == "head"
+
+
+def test_two_runs_with_the_same_seed_give_identical_validation_metrics(tmp_path):
+    _, a = _run(tmp_path / "a", epochs=2)
+    _, b = _run(tmp_path / "b", epochs=2)
+    assert a["val_auc"].tolist() == b["val_auc"].tolist()
+    assert a["val_loss"].tolist() == b["val_loss"].tolist()
+
+
+@pytest.mark.parametrize("name,size,n,expected", [
+    ("vit_tiny_patch16_224", 32, 4, {"blocks.8", "blocks.9", "blocks.10", "blocks.11", "norm", "head"}),
+    ("resnet10t", 32, 1, {"layer4", "fc"}),
+    ("mvitv2_tiny", 64, 1, {"stages.3", "norm", "head"}),
+])
+def test_unfreeze_last_trains_the_last_blocks_and_the_head_only(name, size, n, expected):
+    model = build_model(name, image_size=size)
+    trainable = unfreeze_last(model, n)
+    parts = [t.split(".") for t in trainable]
+    assert {".".join(p[:2]) if p[0] in ("blocks", "stages") else p[0] for p in parts} == expected
+    assert all(p.requires_grad == (name_ in trainable) for name_, p in model.named_parameters())
+    assert len(unfreeze_last(model, -1)) == len(list(model.parameters()))
+
+
+def test_class_weights_balance_what_the_loss_sees():
+    labels = [0] * 30 + [1] * 10
+    assert class_weights(labels, "none")[2] == pytest.approx(0.25)
+    weights, sampler, share = class_weights(labels, "loss")
+    assert not sampler and share == pytest.approx(0.5)
+    assert weights[1] / weights[0] == pytest.approx(3.0)
+    assert class_weights(labels, "sampler")[1:] == (True, 0.5)
+    with pytest.raises(ValueError, match="balance must be"):
+        class_weights(labels, "oversample")

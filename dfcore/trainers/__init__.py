@@ -4,9 +4,11 @@ from dfcore.trainers.classifier import (
     TrainingError,
     build_optimizer,
     build_scheduler,
+    class_weights,
     fit,
     freeze_backbone,
     train_one_epoch,
+    unfreeze_last,
     validate,
 )
 from dfcore.trainers.mim import SimMIM, backbone_state, pretrain
@@ -17,9 +19,11 @@ __all__ = [
     "backbone_state",
     "build_optimizer",
     "build_scheduler",
+    "class_weights",
     "fit",
     "freeze_backbone",
     "pretrain",
     "train_one_epoch",
+    "unfreeze_last",
     "validate",
 ]

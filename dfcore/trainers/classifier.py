@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from timm.models import group_parameters
 from timm.scheduler import CosineLRScheduler
 from tqdm import tqdm
 
@@ -28,11 +29,40 @@ class TrainingError(RuntimeError):
 
 def freeze_backbone(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     """Freezes every parameter but the classifier's; returns the trainable ones."""
-    model.requires_grad_(False)
-    head = list(model.get_classifier().parameters())
-    for p in head:
-        p.requires_grad_(True)
-    return head
+    unfreeze_last(model, 0)
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def unfreeze_last(model: torch.nn.Module, n_blocks: int) -> list[str]:
+    """Makes the last ``n_blocks`` blocks or stages and the head trainable, the rest frozen; returns the trainable names.
+
+    Blocks are timm's coarse parameter groups (``model.group_matcher(coarse=True)``): stages of
+    a CNN or MViTv2, blocks of a ViT. ``n_blocks < 0`` unfreezes everything.
+    """
+    groups = list(group_parameters(model, model.group_matcher(coarse=True)).values())
+    head, body = groups[-1], groups[:-1]  # timm puts the classifier in the last group
+    chosen = body if n_blocks < 0 else body[len(body) - min(n_blocks, len(body)):]
+    trainable = {name for group in chosen for name in group} | set(head)
+    for name, p in model.named_parameters():
+        p.requires_grad_(name in trainable)
+    return [name for name, _ in model.named_parameters() if name in trainable]
+
+
+def class_weights(labels, mode: str) -> tuple[torch.Tensor | None, bool, float]:
+    """Returns ``(loss weights or None, use a balanced sampler, fake share the loss effectively sees)``.
+
+    ``mode``: 'none' (data as is), 'sampler' (weighted sampling to 1:1) or 'loss'
+    (cross-entropy weighted by inverse class frequency).
+    """
+    counts = torch.bincount(torch.as_tensor(list(labels)), minlength=2).double()
+    if mode == "none":
+        return None, False, float(counts[1] / counts.sum())
+    if mode == "sampler":
+        return None, True, 0.5
+    if mode == "loss":
+        weights = (counts.sum() / (2 * counts.clamp(min=1))).float()
+        return weights, False, float(weights[1] * counts[1] / (weights * counts).sum())
+    raise ValueError(f"balance must be 'none', 'sampler' or 'loss', got {mode!r}")
 
 
 def set_train_mode(model: torch.nn.Module) -> None:
@@ -81,16 +111,18 @@ def _reseed_epoch(loader, seed: int, epoch: int) -> None:
 
 
 def train_one_epoch(model, loader, optimizer, scheduler, *, device, dtype=None, scaler=None,
-                    grad_clip: float = 0.0, epoch: int = 0, step: int = 0) -> dict:
+                    grad_clip: float = 0.0, epoch: int = 0, step: int = 0, loss_weights=None) -> dict:
     """Returns ``{'loss', 'images_per_s', 'step'}`` after one pass over ``loader``; stops on a NaN/inf loss."""
     set_train_mode(model)
     params = [p for p in model.parameters() if p.requires_grad]
+    if loss_weights is not None:
+        loss_weights = loss_weights.to(device)
     total, count = 0.0, 0
     start = time.perf_counter()
     for i, (images, labels) in enumerate(tqdm(loader, desc=f"epoch {epoch}", mininterval=30, leave=False)):
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         with autocast(device, dtype):
-            loss = torch.nn.functional.cross_entropy(model(images), labels)
+            loss = torch.nn.functional.cross_entropy(model(images), labels, weight=loss_weights)
         if not math.isfinite(loss.item()):
             raise TrainingError(
                 f"The loss became {loss.item()} at epoch {epoch}, step {i} of that epoch. Training stopped; the "
@@ -141,6 +173,7 @@ def fit(
     seed: int = 0,
     resume: bool = False,
     meta: dict | None = None,
+    loss_weights: torch.Tensor | None = None,
 ) -> pd.DataFrame:
     """Trains with early stopping on validation AUC; returns the per-epoch history.
 
@@ -169,7 +202,7 @@ def fit(
         _reseed_epoch(train_loader, seed, epoch)
         lrs = {f"lr_{g.get('name', i)}": g["lr"] for i, g in enumerate(optimizer.param_groups)}
         train = train_one_epoch(model, train_loader, optimizer, scheduler, device=device, dtype=dtype,
-                                scaler=scaler, grad_clip=grad_clip, epoch=epoch, step=step)
+                                scaler=scaler, grad_clip=grad_clip, epoch=epoch, step=step, loss_weights=loss_weights)
         step = train["step"]
         val = validate(model, val_loader, device=device, dtype=dtype)
         improved = val["auc"] > best
