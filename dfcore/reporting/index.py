@@ -67,7 +67,7 @@ def run_manifest(reports_dir) -> dict:
 
 def _fmt(value) -> str:
     if isinstance(value, float):
-        return f"{value:.4f}"
+        return f"{value:.0f}" if abs(value) >= 100 else f"{value:.4f}"
     return html.escape(str(value))
 
 
