@@ -32,7 +32,7 @@ help: ## list the targets
 	@echo
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-14s %s\n", $$1, $$2}'
 	@echo
-	@echo "Variables: PROFILE=$(PROFILE) (demo, smoke, or a folder of params/profiles), DATA_DIR=<data root>,"
+	@echo "Variables: PROFILE=$(PROFILE) (one of: $(notdir $(wildcard params/profiles/*))), DATA_DIR=<data root>,"
 	@echo "           VENV=$(VENV), REPORTS_ROOT=$(REPORTS_ROOT)"
 
 setup: $(STAMP) ## create the virtual environment from the lock (idempotent; seconds when nothing changed)
@@ -80,7 +80,7 @@ $(OUT)/index.html: $(HTML)
 
 .PHONY: profile-exists
 profile-exists:
-	@test -d params/profiles/$(PROFILE) || { echo "No profile '$(PROFILE)': expected a folder params/profiles/$(PROFILE)/ (have: $$(ls params/profiles))" >&2; exit 2; }
+	@test -d params/profiles/$(PROFILE) || { echo "No profile '$(PROFILE)': expected a folder params/profiles/$(PROFILE)/ (have: $$(ls params/profiles | tr '\n' ' '))" >&2; exit 2; }
 
 test: $(STAMP) ## run the test suite (includes one end-to-end run of all notebooks, profile smoke)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
