@@ -1,6 +1,7 @@
 """Evaluation: scoring a model, the metrics the study reports, and the decision rule fitted on validation."""
 
 from dfcore.evaluation.decision import (
+    TEMPERATURE_RANGE,
     DecisionRule,
     decision_path,
     fit_decision_rule,
@@ -24,6 +25,7 @@ from dfcore.evaluation.summary import classification_report_table, evaluate_set,
 
 __all__ = [
     "CORRUPTIONS",
+    "TEMPERATURE_RANGE",
     "DecisionRule",
     "Scorer",
     "Scores",
