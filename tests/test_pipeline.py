@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -55,7 +56,7 @@ def test_figures_are_not_blank(smoke_run):
 def test_metrics_are_computed_from_the_stage_before(smoke_run):
     out, _ = smoke_run
     evaluation = json.loads((out / "metrics" / "05_evaluation.json").read_text())
-    assert 0 <= evaluation["test@0.5"]["auc"] <= 1
+    assert 0 <= evaluation["sets"]["test"]["raw@0.5"]["auc"] <= 1
     assert evaluation["checkpoint"].endswith("phase2/best.pt")
     phase2 = json.loads((out / "metrics" / "04_phase2_finetune.json").read_text())
     phase1 = json.loads((out / "metrics" / "03_phase1_head.json").read_text())
@@ -78,3 +79,21 @@ def test_an_up_to_date_run_is_not_repeated(smoke_run):
     again = _make("reproduce", reports_root=reports_root)
     assert again.returncode == 0
     assert "papermill" not in again.stdout
+
+
+def test_evaluation_applies_the_stored_validation_rule_and_reports_every_set(smoke_run):
+    out, _ = smoke_run
+    evaluation = json.loads((out / "metrics" / "05_evaluation.json").read_text())
+    rule = json.loads((out / "checkpoints" / "phase2" / "best.decision.json").read_text())
+    assert rule["fitted_on"] == "val" and rule["threshold"] == evaluation["decision_rule"]["threshold"]
+    assert set(evaluation["sets"]) == {"val", "test", "demo-smoke"}  # the smoke profile's extra set
+    test = evaluation["sets"]["test"]
+    assert test["calibrated@val_threshold"]["threshold"] == rule["threshold"]
+    assert {"auc", "accuracy@val_threshold"} <= set(test["bootstrap_95"])
+    assert {"mean", "confident", "frame_auc"} <= set(test["groups"])
+    assert {r["corruption"] for r in evaluation["robustness"]} == {"jpeg", "blur", "downscale", "noise"}
+    predictions = pd.read_csv(out / "predictions_test.csv")
+    assert list(predictions.columns) == ["path", "label", "group", "prob_fake", "prob_fake_calibrated", "prediction"]
+    assert (predictions["prediction"] == (predictions["prob_fake_calibrated"] >= rule["threshold"])).all()
+    report = pd.read_csv(out / "classification_report.csv")
+    assert set(report["set"]) == {"test", "demo-smoke"}

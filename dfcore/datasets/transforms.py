@@ -6,18 +6,20 @@ import albumentations as A
 from albumentations.pytorch import ToTensorV2
 
 
-def build_transforms(image_size: int, mean, std, *, train: bool, augment: str = "recipe", seed: int = 0) -> A.Compose:
+def build_transforms(image_size: int, mean, std, *, train: bool, augment: str = "recipe", seed: int = 0,
+                     corruption: A.BasicTransform | None = None) -> A.Compose:
     """Returns the training (augmenting) or evaluation transform for HxWx3 uint8 RGB arrays.
 
     Training uses the MViTv2 recipe's set: horizontal flip, colour jitter, one of JPEG
     compression or Gaussian blur, and Gaussian noise (``augment='recipe'``); ``augment='flip'``
-    keeps only the flip. Evaluation only resizes and normalises.
+    keeps only the flip. Evaluation only resizes and normalises, after ``corruption`` (an
+    albumentations transform applied to the image as stored, for robustness tests) when given.
     ``mean`` and ``std`` come from the model's ``pretrained_cfg``, never from constants here.
     """
     resize = A.Resize(image_size, image_size)
     finish = [A.Normalize(mean=tuple(mean), std=tuple(std)), ToTensorV2()]
     if not train:
-        return A.Compose([resize, *finish])
+        return A.Compose([*([corruption] if corruption is not None else []), resize, *finish], seed=seed)
     if augment not in ("recipe", "flip"):
         raise ValueError(f"augment must be 'recipe' or 'flip', got {augment!r}")
     steps = [A.HorizontalFlip(p=0.5)]

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import torch
+from scipy.special import expit
 
+from dfcore.datasets import ManifestDataset, build_transforms, make_loader
 from dfcore.runtime import autocast
 
 
@@ -32,3 +36,45 @@ def predict(model, loader, *, device, dtype=None) -> dict:
         "loss": loss,
         "images_per_s": len(labels) / max(elapsed, 1e-9),
     }
+
+
+@dataclass(frozen=True)
+class Scores:
+    """The scores of one named split or evaluation set: labels and two-class logits, in manifest order."""
+
+    split: str
+    label: np.ndarray
+    logits: np.ndarray
+    images_per_s: float = float("nan")
+
+    @property
+    def margin(self) -> np.ndarray:
+        """The fake-minus-real logit: P(fake) is its sigmoid."""
+        return self.logits[:, 1] - self.logits[:, 0]
+
+    def prob(self, temperature: float = 1.0) -> np.ndarray:
+        """Returns P(fake) after dividing the logits by ``temperature`` (1: the model's own probabilities)."""
+        return expit(self.margin / temperature)
+
+
+@dataclass
+class Scorer:
+    """Scores manifest rows with one model: the evaluation transform (plus an optional corruption), in order."""
+
+    model: torch.nn.Module
+    device: torch.device
+    image_size: int
+    mean: tuple
+    std: tuple
+    dtype: torch.dtype | None = None
+    batch_size: int = 128
+    num_workers: int = 0
+
+    def __call__(self, name: str, manifest: pd.DataFrame, root, *, corruption=None, seed: int = 0) -> Scores:
+        """Returns the `Scores` of ``manifest`` (images under ``root``), named ``name``."""
+        transform = build_transforms(self.image_size, self.mean, self.std, train=False, corruption=corruption,
+                                     seed=seed)
+        loader = make_loader(ManifestDataset(manifest, root, transform), batch_size=self.batch_size, train=False,
+                             num_workers=self.num_workers, seed=seed)
+        out = predict(self.model, loader, device=self.device, dtype=self.dtype)
+        return Scores(name, out["label"], out["logits"], out["images_per_s"])

@@ -5,7 +5,11 @@ from dfcore.reporting.figures import (
     plot_history,
     plot_image_grid,
     plot_overlays,
+    plot_pr,
+    plot_reliability,
+    plot_robustness,
     plot_roc,
+    plot_score_histograms,
 )
 from dfcore.reporting.outputs import StageOutputs, read_metrics, stage_outputs, write_metrics
 
@@ -15,7 +19,11 @@ __all__ = [
     "plot_history",
     "plot_image_grid",
     "plot_overlays",
+    "plot_pr",
+    "plot_reliability",
+    "plot_robustness",
     "plot_roc",
+    "plot_score_histograms",
     "read_metrics",
     "stage_outputs",
     "write_metrics",

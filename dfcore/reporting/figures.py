@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
-from sklearn.metrics import confusion_matrix, roc_curve
+from sklearn.metrics import confusion_matrix, precision_recall_curve, roc_curve
 
 from dfcore import CLASS_NAMES
 
@@ -92,4 +92,70 @@ def plot_overlays(images, maps, titles, *, suptitle: str, ncols: int = 4):
     fig.tight_layout()
     if mappable is not None:
         fig.colorbar(mappable, ax=axes.ravel().tolist(), shrink=0.6, label="saliency (0-1)")
+    return fig
+
+
+def plot_pr(curves: dict, *, title: str):
+    """Returns precision-recall curves (fake = positive) for ``{name: (labels, probs, ap)}``, AP in the legend."""
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    for name, (labels, probs, ap) in curves.items():
+        precision, recall, _ = precision_recall_curve(labels, probs)
+        line, = ax.step(recall, precision, where="post", label=f"{name} (AP {ap:.3f})")
+        ax.axhline(np.mean(labels), ls=":", lw=1, c=line.get_color())  # chance: the share of fakes
+    ax.set(xlabel="recall (fakes caught)", ylabel="precision (calls of fake that are right)", title=title,
+           xlim=(0, 1.01), ylim=(0, 1.02))
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_reliability(tables: dict, *, title: str):
+    """Returns a reliability diagram: share of fakes against mean P(fake) per bin, for ``{name: table}``
+    (tables as `dfcore.evaluation.reliability_table` returns them), with the images per bin below."""
+    fig, (ax, counts) = plt.subplots(2, 1, figsize=(4.8, 5.2), sharex=True, height_ratios=(3, 1))
+    ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1, label="perfect calibration")
+    width = 1 / (len(tables) + 1)
+    for i, (name, table) in enumerate(tables.items()):
+        line, = ax.plot(table["mean_prob"], table["fake_share"], marker="o", label=name)
+        bin_width = table["bin_high"] - table["bin_low"]
+        counts.bar(table["bin_low"] + bin_width * width * (i + 0.5), table["count"], width=bin_width * width,
+                   align="edge", color=line.get_color())
+    ax.set(ylabel="share of fakes in bin", title=title, xlim=(0, 1), ylim=(0, 1))
+    ax.legend(loc="upper left", fontsize=8)
+    counts.set(xlabel="predicted P(fake), binned", ylabel="images")
+    fig.tight_layout()
+    return fig
+
+
+def plot_score_histograms(labels, probs, *, threshold: float, title: str):
+    """Returns histograms of P(fake) per true class, with the decision threshold marked."""
+    frame = pd.DataFrame({"P(fake)": probs, "true class": np.asarray(CLASS_NAMES)[np.asarray(labels)]})
+    fig, ax = plt.subplots(figsize=(5.4, 3.4))
+    sns.histplot(frame, x="P(fake)", hue="true class", hue_order=CLASS_NAMES, bins=np.linspace(0, 1, 26),
+                 element="step", ax=ax)
+    ax.axvline(threshold, c="k", ls="--", lw=1)
+    ax.set(xlabel="P(fake)", ylabel="images", title=title, xlim=(0, 1))
+    ax.text(threshold, ax.get_ylim()[1] * 0.95, f" threshold {threshold:.3f}", fontsize=8, va="top")
+    fig.tight_layout()
+    return fig
+
+
+def plot_robustness(table: pd.DataFrame, *, clean_auc: float, descriptions: dict, title: str):
+    """Returns AUC against severity, one panel per corruption (``table`` rows: corruption, severity, auc),
+    the clean AUC dashed; ``descriptions`` names each corruption's severity axis."""
+    kinds = list(dict.fromkeys(table["corruption"]))
+    fig, axes = plt.subplots(1, len(kinds), figsize=(3.3 * len(kinds), 3.2), sharey=True, squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
+        rows = table[table["corruption"] == kind]
+        ax.plot(rows["severity"], rows["auc"], marker="o", label="corrupted")
+        ax.axhline(clean_auc, ls="--", c="grey", lw=1, label=f"clean ({clean_auc:.3f})")
+        ax.axhline(0.5, ls=":", c="grey", lw=1, label="chance")
+        if rows["severity"].is_monotonic_decreasing:
+            ax.invert_xaxis()  # severities run mild to strong: keep the strong end on the right
+        ax.set(title=kind, xlabel=descriptions.get(kind, "severity"), ylim=(0, 1.02))
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("test AUC")
+    axes[0, 0].legend(loc="lower left", fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
     return fig

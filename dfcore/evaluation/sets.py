@@ -1,0 +1,54 @@
+"""Extra evaluation sets: other data roots or manifest folders, scored with the same model (cross-dataset)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pandas as pd
+
+from dfcore.datasets import DataError, build_manifest, load_manifests
+from dfcore.datasets.manifest import SPLITS
+
+RESERVED = ("train", "val", "test")  # the study's own splits keep their names
+
+
+def load_eval_set(source, *, split: str = "all", exclude_sha256=()) -> tuple[str, pd.DataFrame, Path]:
+    """Returns the name, manifest rows and data root of one extra evaluation set.
+
+    ``source`` is a data root (read with `build_manifest`, duplicates across its own splits
+    kept once) or a folder of manifests written by notebook 01 (it holds ``info.json``).
+    ``split`` keeps one of its splits, or ``'all'`` of them: a model trained elsewhere saw none.
+    Images whose sha256 is in ``exclude_sha256`` (the study's training and validation images)
+    are left out with a warning.
+    """
+    source = Path(source)
+    if split != "all" and split not in SPLITS:
+        raise ValueError(f"split must be 'all' or one of {SPLITS}, got {split!r}")
+    if (source / "info.json").is_file():
+        frames, root = load_manifests(source)
+        manifest = pd.concat(frames.values(), ignore_index=True)
+    else:
+        manifest, root = build_manifest(source, on_leak="drop").manifest, source
+    if split != "all":
+        manifest = manifest[manifest["split"] == split]
+    seen = manifest["sha256"].isin(set(exclude_sha256))
+    if seen.any():
+        warnings.warn(f"{source}: left out {seen.sum()} images that the study trained or validated on.")
+        manifest = manifest[~seen]
+    if manifest.empty:
+        raise DataError(f"{source} has no images left to evaluate (split {split!r}).")
+    return root.resolve().name, manifest.reset_index(drop=True), root
+
+
+def load_eval_sets(sources, *, split: str = "all", exclude_sha256=()) -> dict[str, tuple[pd.DataFrame, Path]]:
+    """Returns ``{name: (manifest, root)}`` for every source (see `load_eval_set`), names made unique."""
+    sets = {}
+    for source in sources:
+        name, manifest, root = load_eval_set(source, split=split, exclude_sha256=exclude_sha256)
+        unique, i = name, 1
+        while unique in sets or unique in RESERVED:
+            i += 1
+            unique = f"{name}_{i}"
+        sets[unique] = (manifest, root)
+    return sets

@@ -1,0 +1,183 @@
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy.special import logit
+from sklearn import metrics as skm
+
+from dfcore.checkpoint import CheckpointError
+from dfcore.datasets import build_manifest, save_manifests
+from dfcore.evaluation import (
+    CORRUPTIONS,
+    DecisionRule,
+    Scorer,
+    Scores,
+    aggregate_groups,
+    classification_report_table,
+    confident_mean,
+    corruption,
+    decision_path,
+    evaluate_set,
+    fit_decision_rule,
+    fit_temperature,
+    fit_threshold,
+    load_decision_rule,
+    load_eval_set,
+    load_eval_sets,
+    predictions_table,
+    robustness_sweep,
+    save_decision_rule,
+)
+
+
+def _scores(split, margin, labels):
+    margin = np.asarray(margin, dtype=float)
+    return Scores(split, np.asarray(labels), np.stack([np.zeros_like(margin), margin], 1))
+
+
+def _noisy(split="val", n=4000, temperature=2.0, seed=0):
+    """Scores whose true P(fake) is sigmoid(margin / temperature): the right temperature is known."""
+    rng = np.random.default_rng(seed)
+    margin = rng.normal(0, 4, n)
+    labels = (rng.uniform(0, 1, n) < 1 / (1 + np.exp(-margin / temperature))).astype(int)
+    return _scores(split, margin, labels)
+
+
+@pytest.mark.parametrize("split", ["test", "train", "dfdc_faces_small", "test/jpeg30"])
+def test_nothing_is_fitted_on_any_split_but_validation(split):
+    scores = _noisy(split)
+    for fit in (fit_temperature, fit_threshold, fit_decision_rule):
+        with pytest.raises(ValueError, match="fitted on the 'val' split only"):
+            fit(scores)
+
+
+def test_temperature_scaling_recovers_a_known_temperature_and_lowers_log_loss():
+    val = _noisy(temperature=2.0)
+    temperature = fit_temperature(val)
+    assert temperature == pytest.approx(2.0, rel=0.1)
+    assert skm.log_loss(val.label, val.prob(temperature)) < skm.log_loss(val.label, val.prob())
+
+
+def test_a_degenerate_temperature_is_reported_and_not_applied():
+    separable = _scores("val", [-5, -4, -3, 3, 4, 5], [0, 0, 0, 1, 1, 1])
+    with pytest.warns(UserWarning, match="not applied"):
+        rule = fit_decision_rule(separable)
+    assert rule.temperature == 1.0
+    assert not 0.05 <= rule.fitted_temperature <= 20
+    assert rule.predict(separable).tolist() == [0, 0, 0, 1, 1, 1]
+
+
+def test_thresholds_are_the_validation_eer_point_or_best_f1():
+    val = _noisy(n=600, temperature=1.0, seed=2)
+    probs = val.prob()
+    eer_t = fit_threshold(val, rule="eer")
+    fpr = np.mean(probs[val.label == 0] >= eer_t)
+    fnr = np.mean(probs[val.label == 1] < eer_t)
+    assert abs(fpr - fnr) < 0.02
+    f1_t = fit_threshold(val, rule="f1")
+    best = max(skm.f1_score(val.label, probs >= t) for t in np.unique(probs))
+    assert skm.f1_score(val.label, probs >= f1_t) == pytest.approx(best)
+    with pytest.raises(ValueError, match="rule"):
+        fit_threshold(val, rule="youden")
+
+
+def test_the_threshold_is_fitted_on_calibrated_probabilities():
+    val = _noisy(temperature=3.0, seed=4)
+    rule = fit_decision_rule(val, rule="eer")
+    assert rule.fitted_on == "val" and rule.rule == "eer"
+    # temperature scaling is monotonic: the calibrated threshold is the raw one moved by the temperature
+    raw = fit_threshold(val, rule="eer")
+    assert logit(rule.threshold) * rule.temperature == pytest.approx(logit(raw), rel=1e-6)
+
+
+def test_the_decision_rule_is_stored_with_its_checkpoint(tmp_path):
+    checkpoint = tmp_path / "best.pt"
+    checkpoint.write_bytes(b"weights v1")
+    with pytest.warns(UserWarning, match="No decision rule"):
+        assert load_decision_rule(checkpoint) == DecisionRule()
+    rule = DecisionRule(1.7, 0.42, "f1", "val", 1.7)
+    assert save_decision_rule(rule, checkpoint) == decision_path(checkpoint) == tmp_path / "best.decision.json"
+    assert load_decision_rule(checkpoint) == rule
+    checkpoint.write_bytes(b"weights v2")
+    with pytest.raises(CheckpointError, match="another version"):
+        load_decision_rule(checkpoint)
+
+
+def test_confident_mean_uses_confident_frames_only_when_enough_exceed_t():
+    assert confident_mean([0.9, 0.95, 0.1, 0.2], t=0.8, min_share=0.4) == pytest.approx(0.925)
+    assert confident_mean([0.9, 0.1, 0.2, 0.3], t=0.8, min_share=0.4) == pytest.approx(0.375)
+    assert confident_mean([0.1, 0.2], t=0.8, min_share=0.0) == pytest.approx(0.15)
+
+
+def test_groups_are_aggregated_per_group_and_label():
+    frames = pd.DataFrame({"group": ["a", "a", "a", "b", "b"], "label": [0, 1, 1, 1, 1],
+                           "prob": [0.1, 0.9, 0.3, 0.5, 0.7]})
+    units = aggregate_groups(frames, t=0.8, min_share=0.5).set_index(["group", "label"])
+    assert units.loc[("a", 0)].tolist() == [1, pytest.approx(0.1), pytest.approx(0.1)]
+    assert units.loc[("a", 1)].tolist() == [2, pytest.approx(0.6), pytest.approx(0.9)]
+    assert units.loc[("b", 1), "mean"] == pytest.approx(0.6)
+
+
+def test_classification_report_table_is_sklearns():
+    labels, preds = [0, 0, 1, 1, 1], [0, 1, 1, 1, 0]
+    table = classification_report_table({"test": (labels, preds)}).set_index("class")
+    report = skm.classification_report(labels, preds, target_names=["real", "fake"], output_dict=True)
+    assert table.loc["fake", "recall"] == pytest.approx(report["fake"]["recall"])
+    assert table.loc["accuracy", "f1-score"] == pytest.approx(report["accuracy"])
+    assert set(table["set"]) == {"test"}
+
+
+def test_corruptions_change_images_and_unknown_ones_are_refused():
+    image = np.random.default_rng(0).integers(0, 256, (48, 48, 3), dtype=np.uint8)
+    for kind, (_, severities) in CORRUPTIONS.items():
+        assert len(severities) >= 3
+        out = corruption(kind, severities[-1])(image=image)["image"]
+        assert out.shape == image.shape and np.abs(out.astype(int) - image).mean() > 1, kind
+    with pytest.raises(ValueError, match="corruption"):
+        corruption("fog", 1)
+
+
+def test_extra_sets_from_a_data_root_or_a_manifest_folder(kaggle_root, tmp_path):
+    name, manifest, root = load_eval_set(kaggle_root)
+    assert (name, len(manifest), root) == ("kaggle", 18, kaggle_root)
+    assert set(load_eval_set(kaggle_root, split="test")[1]["split"]) == {"test"}
+    result = build_manifest(kaggle_root)
+    save_manifests(result, tmp_path / "manifests")
+    name, manifest, root = load_eval_set(tmp_path / "manifests", split="all")
+    assert (name, len(manifest)) == ("kaggle", 18)
+    seen = result.manifest.loc[result.manifest["split"] != "test", "sha256"]
+    with pytest.warns(UserWarning, match="left out 12 images"):
+        assert len(load_eval_set(kaggle_root, exclude_sha256=seen)[1]) == 6
+    assert list(load_eval_sets([kaggle_root, tmp_path / "manifests"], split="test")) == ["kaggle", "kaggle_2"]
+    with pytest.raises(ValueError, match="split"):
+        load_eval_set(kaggle_root, split="holdout")
+
+
+class _MeanColour(torch.nn.Module):
+    """A tiny classifier: fake logit from the mean of the red channel."""
+
+    def forward(self, x):
+        return torch.stack([torch.zeros(len(x)), x[:, 0].mean((1, 2))], 1)
+
+
+def test_a_set_is_scored_evaluated_and_swept_under_corruptions(kaggle_root):
+    manifest = build_manifest(kaggle_root).manifest
+    scorer = Scorer(_MeanColour(), torch.device("cpu"), image_size=16, mean=(0.5,) * 3, std=(0.5,) * 3, batch_size=4)
+    val = scorer("val", manifest[manifest["split"] == "val"], kaggle_root)
+    test_rows = manifest[manifest["split"] == "test"]
+    test = scorer("test", test_rows, kaggle_root)
+    assert test.label.tolist() == test_rows["label"].tolist() and test.images_per_s > 0
+    rule = DecisionRule(2.0, 0.45, "eer", "val", 2.0)
+    result = evaluate_set(test, test_rows["group"], rule, bootstrap_rounds=20)
+    assert result["raw@0.5"]["auc"] == pytest.approx(skm.roc_auc_score(test.label, test.prob()))
+    assert result["calibrated@val_threshold"]["threshold"] == 0.45
+    assert result["groups"]["units"] == 6 and set(result["bootstrap_95"]) >= {"auc", "accuracy@val_threshold"}
+    table = predictions_table(test_rows, test, rule)
+    assert list(table.columns) == ["path", "label", "group", "prob_fake", "prob_fake_calibrated", "prediction"]
+    assert (table["prediction"] == (table["prob_fake_calibrated"] >= 0.45)).all()
+    with pytest.raises(ValueError, match="order"):
+        predictions_table(test_rows.iloc[::-1], test, rule)
+    sweep = robustness_sweep(scorer, "test", test_rows, kaggle_root, rule, corruptions={"jpeg": ("q", (90, 30))})
+    assert sweep[["corruption", "severity"]].values.tolist() == [["jpeg", 90], ["jpeg", 30]]
+    assert sweep["auc"].between(0, 1).all()
+    assert val.split == "val"
