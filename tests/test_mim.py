@@ -162,6 +162,7 @@ def _pretrain(tmp_path, epochs, resume=False):
 def test_pretrain_writes_backbone_history_and_reconstructions_and_resumes_to_the_same_result(tmp_path, monkeypatch):
     full, full_history = _pretrain(tmp_path / "full", epochs=3)
     assert {"train_loss", "val_loss", "lr"} <= set(full_history)
+    assert len(pd.read_csv(tmp_path / "full" / "steps.csv")) == 3 * 2  # two steps an epoch
     shown = load_checkpoint(tmp_path / "full" / "reconstructions.pt", kind="mim-reconstructions")
     assert sorted(shown["recon"]) == [0, 2, 3]  # before training, and after epochs 2 and 3
     assert shown["recon"][3].shape == shown["images"].shape == (4, 3, 64, 64)
@@ -183,5 +184,7 @@ def test_pretrain_writes_backbone_history_and_reconstructions_and_resumes_to_the
                                   resumed_history.drop(columns="train_images_per_s"))
     for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
         assert torch.equal(a, b)
+    steps = [pd.read_csv(tmp_path / run / "steps.csv") for run in ("full", "cut")]
+    pd.testing.assert_frame_equal(*steps)
     resumed_shown = load_checkpoint(tmp_path / "cut" / "reconstructions.pt", kind="mim-reconstructions")
     assert all(torch.equal(shown["recon"][k], resumed_shown["recon"][k]) for k in shown["recon"])

@@ -4,7 +4,9 @@ from dfcore.reporting.figures import (
     plot_confusion,
     plot_history,
     plot_image_grid,
+    plot_mim_history,
     plot_overlays,
+    plot_reconstructions,
     plot_roc,
 )
 from dfcore.reporting.outputs import StageOutputs, read_metrics, stage_outputs, write_metrics
@@ -14,7 +16,9 @@ __all__ = [
     "plot_confusion",
     "plot_history",
     "plot_image_grid",
+    "plot_mim_history",
     "plot_overlays",
+    "plot_reconstructions",
     "plot_roc",
     "read_metrics",
     "stage_outputs",

@@ -249,8 +249,9 @@ def pretrain(
 ) -> pd.DataFrame:
     """Pretrains ``mim`` and returns the per-epoch loss history.
 
-    Writes ``history.csv``, ``last.pt`` (the whole MIM state, for ``resume``) and
-    ``backbone.pt`` (the encoder alone, what notebook 03 loads) under ``out_dir``. With a fixed
+    Writes ``history.csv``, ``steps.csv`` (loss and LR per step), ``last.pt`` (the whole MIM
+    state, for ``resume``) and ``backbone.pt`` (the encoder alone, what notebook 03 loads)
+    under ``out_dir``. With a fixed
     batch of ``watch`` images (validation ones), each epoch also records their masked loss
     (``val_loss``, one fixed mask), and ``reconstructions.pt`` keeps their reconstructions after
     ``snapshots`` points of training, before the first epoch included.
@@ -261,7 +262,7 @@ def pretrain(
     optimizer = torch.optim.AdamW(mim.parameters(), lr=lr, weight_decay=weight_decay)
     scheduler = build_scheduler(optimizer, epochs=epochs, steps_per_epoch=len(loader), warmup_epochs=warmup_epochs)
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None  # one for the whole run
-    history, start_epoch, step = [], 0, 0
+    history, steps, start_epoch, step = [], [], 0, 0
     if watch is not None:
         shown = {"kind": "mim-reconstructions", "images": watch.cpu(),
                  "mask": mim.random_mask(watch.cpu(), torch.Generator().manual_seed(seed)), "recon": {}}
@@ -274,6 +275,7 @@ def pretrain(
             scaler.load_state_dict(state["scaler"])
         start_epoch, step = state["epoch"] + 1, state["step"]
         history = pd.read_csv(out_dir / "history.csv").to_dict("records")[:start_epoch]
+        steps = pd.read_csv(out_dir / "steps.csv").to_dict("records")[:step]
         if watch is not None and (out_dir / "reconstructions.pt").exists():
             shown = load_checkpoint(out_dir / "reconstructions.pt", kind="mim-reconstructions")
     keep = snapshot_epochs(epochs, snapshots)
@@ -287,9 +289,10 @@ def pretrain(
             images = images.to(device, non_blocking=True)
             with autocast(device, dtype):
                 loss, _, _ = mim(images)
-            if not math.isfinite(loss.item()):
+            value = loss.item()
+            if not math.isfinite(value):
                 raise TrainingError(
-                    f"The MIM loss became {loss.item()} at epoch {epoch}, step {i}. Stopped; {out_dir / 'last.pt'} "
+                    f"The MIM loss became {value} at epoch {epoch}, step {i}. Stopped; {out_dir / 'last.pt'} "
                     "from the epoch before is kept. Lower lr or turn AMP off."
                 )
             optimizer.zero_grad(set_to_none=True)
@@ -300,9 +303,11 @@ def pretrain(
             else:
                 loss.backward()
                 optimizer.step()
+            steps.append({"step": step, "epoch": epoch + (i + 1) / len(loader), "train_loss": value,
+                          "lr": optimizer.param_groups[0]["lr"]})
             step += 1
             scheduler.step_update(step)
-            total += loss.item() * len(images)
+            total += value * len(images)
             count += len(images)
         row = {"epoch": epoch, "train_loss": total / max(count, 1), "lr": optimizer.param_groups[0]["lr"],
                "train_images_per_s": count / max(time.perf_counter() - start, 1e-9)}
@@ -316,6 +321,7 @@ def pretrain(
                          "scheduler": scheduler.state_dict(), "epoch": epoch, "step": step,
                          "scaler": scaler.state_dict() if scaler is not None else None}, out_dir / "last.pt")
         pd.DataFrame(history).to_csv(out_dir / "history.csv", index=False)
+        pd.DataFrame(steps).to_csv(out_dir / "steps.csv", index=False)
         print(f"mim epoch {epoch}: loss {row['train_loss']:.4f}"
               + (f", fixed validation batch {row['val_loss']:.4f}" if watch is not None else "")
               + f", {row['train_images_per_s']:.0f} img/s", flush=True)
