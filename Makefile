@@ -25,7 +25,7 @@ export HF_HUB_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: help setup reproduce test bench lab lock clean-reports FORCE
+.PHONY: help setup reproduce test bench bench-mim lab lock clean-reports FORCE
 
 help: ## list the targets
 	@echo "dfcore: a reproducible deepfake-detection study"
@@ -87,6 +87,10 @@ test: $(STAMP) ## run the test suite (includes one end-to-end run of all noteboo
 
 bench: $(STAMP) ## run the benchmarks; results are written to reports/bench/*.json
 	$(PY) -m dfcore.bench --out $(REPORTS_ROOT)/bench
+
+bench-mim: $(STAMP) ## MIM vs random init, phases 1+2, val/test AUC (PROFILE, DATA_DIR; long): reports/bench/*.json
+	$(PY) -m dfcore.bench --mim-vs-random --profile $(PROFILE) $(if $(DATA_DIR),--data-dir "$(DATA_DIR)") \
+	  --out $(REPORTS_ROOT)/bench
 
 lab: $(STAMP) ## open JupyterLab on the notebooks
 	$(VENV)/bin/jupyter lab notebooks

@@ -1,7 +1,8 @@
-"""Benchmarks: speed of the data and training paths, written to JSON (``make bench``).
+"""Benchmarks: speed of the data and training paths (``make bench``), and MIM against random
+initialisation (``make bench-mim``), written to JSON.
 
-Targets live here, not in timed tests. Each measurement is repeated and its median reported.
-Real data is used where ``../shared/data`` is present; the demo set otherwise.
+Targets live here, not in timed tests. Each speed measurement is repeated and its median
+reported. Real data is used where ``../shared/data`` is present; the demo set otherwise.
 """
 
 from __future__ import annotations
@@ -14,17 +15,21 @@ import tempfile
 import time
 from pathlib import Path
 
+import papermill
 import torch
+import yaml
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
 from dfcore.datasets import build_manifest, make_demo_set, split_loader
 from dfcore.models import build_model, data_config
+from dfcore.reporting import read_metrics
 from dfcore.runtime import amp_dtype, seed_everything
 from dfcore.trainers import build_optimizer, build_scheduler, train_one_epoch
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
 def _median_seconds(fn, repeats: int) -> tuple[float, list[float]]:
@@ -124,16 +129,69 @@ def bench_trainer_vs_recipe(backbone: str = "mobilenetv2_100", image_size: int =
     return result
 
 
+def stage_parameters(stage: str, profile: str, **overrides) -> dict:
+    """Returns a notebook's parameters, layered as ``make reproduce`` does (common, own, profile), then overrides."""
+    params = {}
+    for path in (ROOT / "params" / "common.yaml", ROOT / "params" / f"{stage}.yaml",
+                 ROOT / "params" / "profiles" / profile / f"{stage}.yaml"):
+        if path.is_file():
+            params.update(yaml.safe_load(path.read_text()) or {})
+    return {**params, "profile": profile, **overrides}
+
+
+def bench_mim_init(profile: str = "demo", data_dir: str = "", out="reports/bench") -> dict:
+    """Returns validation and test AUC after phase 1 + phase 2 from MIM initialisation and from random initialisation.
+
+    Runs notebooks 01-05 once per arm with papermill and the profile's parameters, the same
+    budget in both; only notebook 03's ``init`` differs (``mim`` or ``none``; the random arm
+    skips notebook 02). Each arm's reports land under ``out/mim_vs_random/<data>-<profile>/<init>/``.
+    Long: two full trainings.
+    """
+    stages = ["01_data_manifests", "02_mim_pretrain", "03_phase1_head", "04_phase2_finetune", "05_evaluation"]
+    results = {"profile": profile, "data": str(data_dir) or "built-in demo set"}
+    for init in ("mim", "none"):
+        reports_root = Path(out).resolve() / "mim_vs_random" / f"{Path(data_dir).name or 'demo'}-{profile}" / init
+        for stage in stages:
+            if stage == "02_mim_pretrain" and init != "mim":
+                continue
+            overrides = {"reports_root": str(reports_root)}
+            if stage == "01_data_manifests":
+                overrides["data_dir"] = str(data_dir)
+            if stage == "03_phase1_head":
+                overrides["init"] = init
+            executed = reports_root / profile / "executed" / f"{stage}.ipynb"
+            executed.parent.mkdir(parents=True, exist_ok=True)
+            papermill.execute_notebook(ROOT / "notebooks" / f"{stage}.ipynb", executed, kernel_name="python3",
+                                       parameters=stage_parameters(stage, profile, **overrides), cwd=ROOT,
+                                       progress_bar=False)
+        metrics = reports_root / profile / "metrics"
+        evaluation = read_metrics(metrics / "05_evaluation.json")
+        results[init] = {"val_auc": evaluation["sets"]["val"]["raw@0.5"]["auc"],
+                         "test_auc": evaluation["sets"]["test"]["raw@0.5"]["auc"],
+                         "phase1_best_val_auc": read_metrics(metrics / "03_phase1_head.json")["best_val_auc"],
+                         "phase2_best_val_auc": read_metrics(metrics / "04_phase2_finetune.json")["best_val_auc"],
+                         "reports": str(reports_root / profile)}
+    return results
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default="reports/bench", help="folder for the JSON results")
     parser.add_argument("--only", choices=sorted(BENCHES), action="append", help="run only these (repeatable)")
+    parser.add_argument("--mim-vs-random", action="store_true",
+                        help="only compare MIM with random initialisation (notebooks 01-05 twice; long)")
+    parser.add_argument("--profile", default="demo", help="profile of the MIM comparison")
+    parser.add_argument("--data-dir", default="", help="data root of the MIM comparison (default: the demo set)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     machine = {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads()}
-    for name in args.only or sorted(BENCHES):
-        fn = BENCHES[name]
+    if args.mim_vs_random:
+        benches = {f"mim_vs_random-{Path(args.data_dir).name or 'demo'}-{args.profile}":
+                   lambda: bench_mim_init(args.profile, args.data_dir, out)}
+    else:
+        benches = {name: BENCHES[name] for name in args.only or sorted(BENCHES)}
+    for name, fn in benches.items():
         result = {"machine": machine, **fn()}
         (out / f"{name}.json").write_text(json.dumps(result, indent=2))
         print(json.dumps({name: result}, indent=2))

@@ -25,6 +25,23 @@ def plot_image_grid(images, titles, *, ncols: int = 8, suptitle: str = ""):
     return fig
 
 
+def plot_reconstructions(images, mask, recons: dict, *, mean, std, suptitle: str = ""):
+    """Returns a grid with one row per image: original, masked input, then its reconstruction at each snapshot.
+
+    ``images``, ``mask`` (1 = masked) and the values of ``recons`` (``{epochs trained: images}``)
+    are normalised B x C x H x W arrays or CPU tensors; reconstructions show visible patches as
+    given and masked ones as predicted.
+    """
+    images, mask = np.asarray(images), np.asarray(mask)
+    mean, std = np.asarray(mean).reshape(1, 3, 1, 1), np.asarray(std).reshape(1, 3, 1, 1)
+    columns = {"original": images, "masked input": images * (1 - mask)}
+    for epochs, recon in sorted(recons.items()):
+        columns[f"after {epochs} epoch{'s' * (epochs != 1)}"] = images * (1 - mask) + np.asarray(recon) * mask
+    shown = [((c * std + mean).clip(0, 1) * 255).astype(np.uint8).transpose(0, 2, 3, 1) for c in columns.values()]
+    return plot_image_grid([column[i] for i in range(len(images)) for column in shown], list(columns) * len(images),
+                           ncols=len(columns), suptitle=suptitle)
+
+
 def plot_history(history: pd.DataFrame, *, title: str):
     """Returns learning curves: losses, validation AUC/accuracy and learning rates per epoch."""
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
@@ -37,6 +54,25 @@ def plot_history(history: pd.DataFrame, *, title: str):
         axes[1].axis("off")
     lr_cols = [c for c in history if c.startswith("lr")]
     history.plot(x="epoch", y=lr_cols, ax=axes[2], marker=".", title="learning rate at epoch start", logy=False)
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_mim_history(steps: pd.DataFrame, history: pd.DataFrame, *, title: str):
+    """Returns the MIM loss per step, its epoch means and the fixed validation batch's loss; and the LR per step."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
+    axes[0].plot(steps["epoch"], steps["train_loss"], lw=0.8, alpha=0.6, label="training, per step")
+    axes[0].plot(history["epoch"] + 1, history["train_loss"], "o-", label="training, epoch mean")
+    if "val_loss" in history:
+        axes[0].plot(history["epoch"] + 1, history["val_loss"], "s-", label="fixed validation batch")
+    axes[0].set(title="masked-patch loss", ylim=(0, None))
+    axes[0].legend(fontsize=8)
+    axes[1].plot(steps["epoch"], steps["lr"])
+    axes[1].set(title="learning rate")
     for ax in axes:
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)

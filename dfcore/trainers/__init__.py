@@ -11,13 +11,16 @@ from dfcore.trainers.classifier import (
     unfreeze_last,
     validate,
 )
-from dfcore.trainers.mim import SimMIM, backbone_state, pretrain
+from dfcore.trainers.mim import MAE, MaskedImageModel, SimMIM, backbone_state, build_mim, pretrain
 
 __all__ = [
+    "MAE",
+    "MaskedImageModel",
     "SimMIM",
     "TrainingError",
     "backbone_state",
     "build_optimizer",
+    "build_mim",
     "build_scheduler",
     "class_weights",
     "fit",

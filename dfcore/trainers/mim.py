@@ -1,20 +1,34 @@
-"""Masked-image-modeling pretraining (SimMIM-style) for any timm backbone with a spatial feature map.
+"""Masked-image-modeling pretraining whose loss trains the encoder: MAE for ViTs, SimMIM for other backbones.
 
-Masked patches are replaced at the *input* by a learnable mask token, the whole backbone
-encodes the image, and a light decoder (1x1 conv + pixel shuffle) predicts the pixels of the
-masked patches from the final feature map. The loss covers masked pixels only, so every
-gradient reaches the encoder through its features (a test checks encoder gradients are
-non-zero). Patches are masked at the backbone's output stride.
+`build_mim` picks the method from the backbone's structure:
+
+- a timm ``VisionTransformer`` gets **MAE**: the encoder sees only the visible patches (its
+  attention can take any number of tokens), and a light transformer decoder with its own
+  positional embeddings and mask tokens predicts every patch's pixels;
+- any other backbone gets **SimMIM**: hierarchical transformers (MViTv2, Swin: anything with a
+  ``patch_embed``) pool their token grid and cannot drop tokens, so a learnable mask token
+  replaces the masked patch embeddings before the blocks; backbones without a patch embedding
+  (CNNs) get the mask token in place of the masked pixels. A 1x1 conv + pixel shuffle predicts
+  the pixels from the final feature map.
+
+Patches are masked whole, at the ViT's patch size or at the backbone's output stride, and only
+masked patches count in the loss (MSE for MAE, L1 for SimMIM, as in their papers), optionally
+against per-patch normalised pixels (``norm_pix``). The encoder's features are the decoder's
+only input, so every gradient of the loss reaches the encoder (a test checks it).
 """
 
 from __future__ import annotations
 
 import math
 import time
+from functools import partial
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
+from timm.layers import build_sincos2d_pos_embed
+from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 from tqdm import tqdm
 
@@ -24,6 +38,20 @@ from dfcore.runtime import autocast
 from dfcore.trainers.classifier import TrainingError, _reseed_epoch, build_scheduler
 
 
+def patchify(images: torch.Tensor, p: int) -> torch.Tensor:
+    """Returns B x C x H x W ``images`` as B x (H/p * W/p) x (p*p*C) patches, row by row."""
+    b, c, h, w = images.shape
+    x = images.reshape(b, c, h // p, p, w // p, p)
+    return x.permute(0, 2, 4, 3, 5, 1).reshape(b, (h // p) * (w // p), p * p * c)
+
+
+def unpatchify(patches: torch.Tensor, p: int, size) -> torch.Tensor:
+    """Returns the B x C x H x W images of ``patchify``'s patches (``size`` is H, W)."""
+    (h, w), b = size, patches.shape[0]
+    x = patches.reshape(b, h // p, w // p, p, p, -1)
+    return x.permute(0, 5, 1, 3, 2, 4).reshape(b, -1, h, w)
+
+
 def feature_map(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """Returns the backbone's final features as an NCHW map (token outputs are reshaped, prefix tokens dropped)."""
     features = model.forward_features(images)
@@ -31,42 +59,156 @@ def feature_map(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
         features = features[:, getattr(model, "num_prefix_tokens", 0):]
         side = int(math.isqrt(features.shape[1]))
         features = features.transpose(1, 2).reshape(features.shape[0], -1, side, side)
+    elif getattr(model, "output_fmt", "NCHW") == "NHWC":  # Swin
+        features = features.permute(0, 3, 1, 2)
     return features
 
 
-class SimMIM(nn.Module):
-    """Wraps a backbone with an input mask token and a pixel-shuffle decoder; ``forward`` returns the loss."""
+class MaskedImageModel(nn.Module):
+    """An encoder and a pixel decoder; ``forward`` returns ``(loss, reconstruction, mask)``.
 
-    def __init__(self, encoder: nn.Module, *, mask_ratio: float = 0.6):
+    Subclasses implement ``predict``; masking and the loss are shared.
+    """
+
+    l1 = True  # L1 (SimMIM) or squared error (MAE)
+
+    def __init__(self, encoder: nn.Module, *, stride: int, mask_ratio: float, norm_pix: bool):
         super().__init__()
         self.encoder = encoder
+        self.stride = stride
         self.mask_ratio = mask_ratio
-        self.stride = encoder.feature_info[-1]["reduction"]
-        self.mask_token = nn.Parameter(torch.zeros(1, 3, 1, 1))
+        self.norm_pix = norm_pix
+
+    def random_mask(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Returns a B x 1 x H x W mask (1 = masked) of whole stride-sized patches, ``mask_ratio`` of them per image."""
+        b, _, h, w = images.shape
+        gh, gw = h // self.stride, w // self.stride
+        n_masked = max(1, int(round(self.mask_ratio * gh * gw)))
+        order = torch.rand(b, gh * gw, generator=generator).argsort(1)
+        mask = torch.zeros(b, gh * gw).scatter_(1, order[:, :n_masked], 1.0).to(images.device)
+        mask = mask.view(b, 1, gh, gw)
+        return mask.repeat_interleave(self.stride, 2).repeat_interleave(self.stride, 3)
+
+    def predict(self, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Returns the B x 3 x H x W prediction from the masked images (per-patch normalised with ``norm_pix``)."""
+        raise NotImplementedError
+
+    def forward(self, images: torch.Tensor, mask: torch.Tensor | None = None):
+        """Returns ``(loss, reconstruction, mask)``; the loss is the error on masked patches only.
+
+        With ``norm_pix`` the reconstruction is un-normalised with each true patch's mean and
+        standard deviation, to be shown.
+        """
+        if mask is None:
+            mask = self.random_mask(images)
+        p = self.stride
+        pred = patchify(self.predict(images, mask), p).float()
+        target = patchify(images, p)
+        mean, std = 0.0, 1.0
+        if self.norm_pix:
+            mean, std = target.mean(-1, keepdim=True), (target.var(-1, keepdim=True) + 1e-6).sqrt()
+            target = (target - mean) / std
+        error = (pred - target).abs() if self.l1 else (pred - target) ** 2
+        masked = patchify(mask, p)[..., 0]  # B x N, 1 = masked
+        loss = (error.mean(-1) * masked).sum() / masked.sum().clamp(min=1)
+        return loss, unpatchify(pred * std + mean, p, images.shape[-2:]), mask
+
+
+class MAE(MaskedImageModel):
+    """MAE (He et al. 2022) around a timm ``VisionTransformer``; the encoder sees visible patches only."""
+
+    l1 = False
+
+    def __init__(self, encoder: VisionTransformer, *, mask_ratio: float = 0.75, norm_pix: bool = False,
+                 decoder_dim: int = 512, decoder_depth: int = 8, decoder_heads: int = 16):
+        super().__init__(encoder, stride=encoder.patch_embed.patch_size[0], mask_ratio=mask_ratio, norm_pix=norm_pix)
+        self.decoder_embed = nn.Linear(encoder.embed_dim, decoder_dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
+        nn.init.normal_(self.mask_token, std=0.02)
+        # fixed 2-D sin-cos positions, as in MAE: the decoder must know where each mask token sits
+        pos = build_sincos2d_pos_embed(list(encoder.patch_embed.grid_size), decoder_dim).unsqueeze(0)
+        self.register_buffer("decoder_pos_embed", pos, persistent=False)
+        self.decoder_blocks = nn.Sequential(*[Block(decoder_dim, decoder_heads, mlp_ratio=4.0, qkv_bias=True)
+                                              for _ in range(decoder_depth)])
+        self.decoder_norm = nn.LayerNorm(decoder_dim)
+        self.decoder_pred = nn.Linear(decoder_dim, self.stride**2 * 3)
+
+    def encode(self, images: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """Returns the encoder's output tokens (prefix tokens first) for the visible patches ``keep`` only."""
+        enc = self.encoder
+        x = enc._pos_embed(enc.patch_embed(images))  # prefix tokens and position embeddings, as timm's forward
+        prefix, patches = x[:, :enc.num_prefix_tokens], x[:, enc.num_prefix_tokens:]
+        patches = patches.gather(1, keep.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+        return enc.norm(enc.blocks(enc.norm_pre(torch.cat([prefix, patches], 1))))
+
+    def predict(self, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        visible = 1 - patchify(mask, self.stride)[..., 0]  # B x N
+        n_keep = int(visible[0].sum())
+        if not (visible.sum(1) == n_keep).all():
+            raise ValueError("MAE needs the same number of masked patches in every image of a batch.")
+        keep = visible.argsort(dim=1, descending=True, stable=True)[:, :n_keep]  # visible patches, in order
+        latent = self.decoder_embed(self.encode(images, keep))
+        n_prefix = self.encoder.num_prefix_tokens
+        b, n, d = visible.shape[0], visible.shape[1], latent.shape[-1]
+        tokens = self.mask_token.to(latent.dtype).expand(b, n, d).scatter(
+            1, keep.unsqueeze(-1).expand(-1, -1, d), latent[:, n_prefix:])
+        x = torch.cat([latent[:, :n_prefix], tokens + self.decoder_pos_embed.to(latent.dtype)], 1)
+        x = self.decoder_pred(self.decoder_norm(self.decoder_blocks(x)))[:, n_prefix:]
+        return unpatchify(x, self.stride, images.shape[-2:])
+
+
+def _mask_tokens(module, args, output, *, token: torch.Tensor, mask: torch.Tensor):
+    """Forward hook on a patch embedding: returns its output with the masked tokens replaced by ``token``.
+
+    Takes B x N x C or B x H x W x C tokens, alone or first in a tuple (MViTv2 also returns the grid size).
+    """
+    tokens = output[0] if isinstance(output, tuple) else output
+    m = mask.reshape(*tokens.shape[:-1], 1).to(tokens.dtype)
+    tokens = tokens * (1 - m) + token.to(tokens.dtype) * m
+    return (tokens, *output[1:]) if isinstance(output, tuple) else tokens
+
+
+class SimMIM(MaskedImageModel):
+    """SimMIM (Xie et al. 2022): mask token at the input, 1x1 conv + pixel-shuffle decoder on the final feature map."""
+
+    def __init__(self, encoder: nn.Module, *, mask_ratio: float = 0.6, norm_pix: bool = False):
+        super().__init__(encoder, stride=encoder.feature_info[-1]["reduction"], mask_ratio=mask_ratio,
+                         norm_pix=norm_pix)
+        embed = getattr(encoder, "patch_embed", None)
+        self.token_stride = embed.proj.stride[0] if embed is not None else 1
+        self.mask_token = nn.Parameter(torch.zeros(embed.proj.out_channels if embed is not None else 3))
+        if embed is not None:
+            nn.init.trunc_normal_(self.mask_token, std=0.02)
         self.decoder = nn.Sequential(
             nn.Conv2d(encoder.num_features, self.stride**2 * 3, kernel_size=1),
             nn.PixelShuffle(self.stride),
         )
 
-    def random_mask(self, images: torch.Tensor) -> torch.Tensor:
-        """Returns a B x 1 x H x W mask (1 = masked) of whole stride-sized patches, ``mask_ratio`` of them per image."""
-        b, _, h, w = images.shape
-        gh, gw = h // self.stride, w // self.stride
-        n_masked = max(1, int(round(self.mask_ratio * gh * gw)))
-        order = torch.rand(b, gh * gw, device=images.device).argsort(1)
-        mask = torch.zeros(b, gh * gw, device=images.device)
-        mask.scatter_(1, order[:, :n_masked], 1.0)
-        mask = mask.view(b, 1, gh, gw)
-        return mask.repeat_interleave(self.stride, 2).repeat_interleave(self.stride, 3)
+    def predict(self, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        # Masked pixels are zeroed even where tokens are replaced: an overlapping patch embedding
+        # (MViTv2's is 7x7 with stride 4) would otherwise let visible tokens see into masked patches.
+        masked = images * (1 - mask)
+        if self.token_stride == 1:  # no patch embedding: the mask token is a colour
+            return self.decoder(feature_map(self.encoder, masked + self.mask_token.view(1, -1, 1, 1) * mask))
+        s = self.token_stride
+        hook = partial(_mask_tokens, token=self.mask_token, mask=mask[:, 0, ::s, ::s])
+        handle = self.encoder.patch_embed.register_forward_hook(hook)
+        try:
+            return self.decoder(feature_map(self.encoder, masked))
+        finally:
+            handle.remove()
 
-    def forward(self, images: torch.Tensor, mask: torch.Tensor | None = None):
-        """Returns ``(loss, reconstruction, mask)``; the loss is the L1 error on masked pixels only."""
-        if mask is None:
-            mask = self.random_mask(images)
-        masked = images * (1 - mask) + self.mask_token * mask
-        recon = self.decoder(feature_map(self.encoder, masked))
-        loss = ((recon - images).abs() * mask).sum() / (mask.sum() * images.shape[1]).clamp(min=1)
-        return loss, recon, mask
+
+def build_mim(encoder: nn.Module, *, mask_ratio: float, norm_pix: bool = False, decoder_dim: int = 512,
+              decoder_depth: int = 8, decoder_heads: int = 16) -> MaskedImageModel:
+    """Returns MAE for a timm ``VisionTransformer`` (it can drop masked tokens), SimMIM for any other backbone.
+
+    The decoder sizes apply to MAE only; SimMIM's decoder is one 1x1 convolution.
+    """
+    if isinstance(encoder, VisionTransformer):
+        return MAE(encoder, mask_ratio=mask_ratio, norm_pix=norm_pix, decoder_dim=decoder_dim,
+                   decoder_depth=decoder_depth, decoder_heads=decoder_heads)
+    return SimMIM(encoder, mask_ratio=mask_ratio, norm_pix=norm_pix)
 
 
 def backbone_state(encoder: nn.Module) -> dict:
@@ -75,8 +217,21 @@ def backbone_state(encoder: nn.Module) -> dict:
     return {k: v for k, v in encoder.state_dict().items() if k not in head}
 
 
+def snapshot_epochs(epochs: int, count: int) -> list[int]:
+    """Returns ``count`` numbers of completed epochs, evenly spread from 0 (before training) to ``epochs``."""
+    return sorted({int(round(e)) for e in np.linspace(0, epochs, max(count, 2))})
+
+
+def reconstruct(mim: MaskedImageModel, images, mask, *, device, dtype=None) -> tuple[float, torch.Tensor]:
+    """Returns the masked loss and the reconstruction (on the CPU) of ``images`` under a fixed ``mask``."""
+    mim.eval()
+    with torch.no_grad(), autocast(device, dtype):
+        loss, recon, _ = mim(images.to(device), mask.to(device))
+    return loss.item(), recon.float().cpu()
+
+
 def pretrain(
-    mim: SimMIM,
+    mim: MaskedImageModel,
     loader,
     *,
     epochs: int,
@@ -88,26 +243,44 @@ def pretrain(
     weight_decay: float = 0.05,
     seed: int = 0,
     resume: bool = False,
+    watch: torch.Tensor | None = None,
+    snapshots: int = 3,
     meta: dict | None = None,
 ) -> pd.DataFrame:
     """Pretrains ``mim`` and returns the per-epoch loss history.
 
-    Writes ``history.csv``, ``last.pt`` (the whole MIM state, for ``resume``) and
-    ``backbone.pt`` (the encoder alone, what notebook 03 loads) under ``out_dir``.
+    Writes ``history.csv``, ``steps.csv`` (loss and LR per step), ``last.pt`` (the whole MIM
+    state, for ``resume``) and ``backbone.pt`` (the encoder alone, what notebook 03 loads)
+    under ``out_dir``. With a fixed
+    batch of ``watch`` images (validation ones), each epoch also records their masked loss
+    (``val_loss``, one fixed mask), and ``reconstructions.pt`` keeps their reconstructions after
+    ``snapshots`` points of training, before the first epoch included.
     """
     out_dir = Path(out_dir)
     meta = dict(meta or {})
+    mim.to(device)
     optimizer = torch.optim.AdamW(mim.parameters(), lr=lr, weight_decay=weight_decay)
     scheduler = build_scheduler(optimizer, epochs=epochs, steps_per_epoch=len(loader), warmup_epochs=warmup_epochs)
-    history, start_epoch, step = [], 0, 0
+    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None  # one for the whole run
+    history, steps, start_epoch, step = [], [], 0, 0
+    if watch is not None:
+        shown = {"kind": "mim-reconstructions", "images": watch.cpu(),
+                 "mask": mim.random_mask(watch.cpu(), torch.Generator().manual_seed(seed)), "recon": {}}
     if resume and (out_dir / "last.pt").exists():
         state = load_checkpoint(out_dir / "last.pt", backbone=meta.get("backbone"), kind="mim-state")
         mim.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
         start_epoch, step = state["epoch"] + 1, state["step"]
         history = pd.read_csv(out_dir / "history.csv").to_dict("records")[:start_epoch]
-    mim.to(device)
+        steps = pd.read_csv(out_dir / "steps.csv").to_dict("records")[:step]
+        if watch is not None and (out_dir / "reconstructions.pt").exists():
+            shown = load_checkpoint(out_dir / "reconstructions.pt", kind="mim-reconstructions")
+    keep = snapshot_epochs(epochs, snapshots)
+    if watch is not None and start_epoch == 0 and 0 in keep:
+        shown["recon"][0] = reconstruct(mim, shown["images"], shown["mask"], device=device, dtype=dtype)[1]
     for epoch in range(start_epoch, epochs):
         _reseed_epoch(loader, seed, epoch)
         mim.train()
@@ -116,24 +289,41 @@ def pretrain(
             images = images.to(device, non_blocking=True)
             with autocast(device, dtype):
                 loss, _, _ = mim(images)
-            if not math.isfinite(loss.item()):
+            value = loss.item()
+            if not math.isfinite(value):
                 raise TrainingError(
-                    f"The MIM loss became {loss.item()} at epoch {epoch}, step {i}. Stopped; {out_dir / 'last.pt'} "
+                    f"The MIM loss became {value} at epoch {epoch}, step {i}. Stopped; {out_dir / 'last.pt'} "
                     "from the epoch before is kept. Lower lr or turn AMP off."
                 )
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
+            steps.append({"step": step, "epoch": epoch + (i + 1) / len(loader), "train_loss": value,
+                          "lr": optimizer.param_groups[0]["lr"]})
             step += 1
             scheduler.step_update(step)
-            total += loss.item() * len(images)
+            total += value * len(images)
             count += len(images)
-        history.append({"epoch": epoch, "train_loss": total / max(count, 1), "lr": optimizer.param_groups[0]["lr"],
-                        "train_images_per_s": count / max(time.perf_counter() - start, 1e-9)})
+        row = {"epoch": epoch, "train_loss": total / max(count, 1), "lr": optimizer.param_groups[0]["lr"],
+               "train_images_per_s": count / max(time.perf_counter() - start, 1e-9)}
+        if watch is not None:
+            row["val_loss"], recon = reconstruct(mim, shown["images"], shown["mask"], device=device, dtype=dtype)
+            if epoch + 1 in keep:
+                shown["recon"][epoch + 1] = recon
+            save_checkpoint(shown, out_dir / "reconstructions.pt")
+        history.append(row)
         save_checkpoint({**meta, "kind": "mim-state", "model": mim.state_dict(), "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict(), "epoch": epoch, "step": step}, out_dir / "last.pt")
+                         "scheduler": scheduler.state_dict(), "epoch": epoch, "step": step,
+                         "scaler": scaler.state_dict() if scaler is not None else None}, out_dir / "last.pt")
         pd.DataFrame(history).to_csv(out_dir / "history.csv", index=False)
-        print(f"mim epoch {epoch}: loss {history[-1]['train_loss']:.4f}, "
-              f"{history[-1]['train_images_per_s']:.0f} img/s", flush=True)
+        pd.DataFrame(steps).to_csv(out_dir / "steps.csv", index=False)
+        print(f"mim epoch {epoch}: loss {row['train_loss']:.4f}"
+              + (f", fixed validation batch {row['val_loss']:.4f}" if watch is not None else "")
+              + f", {row['train_images_per_s']:.0f} img/s", flush=True)
     save_checkpoint({**meta, "kind": "mim-backbone", "model": backbone_state(mim.encoder)}, out_dir / "backbone.pt")
     return pd.DataFrame(history)
