@@ -110,6 +110,47 @@ def _reseed_epoch(loader, seed: int, epoch: int) -> None:
         transform.set_random_seed(seed * 1000 + epoch)
 
 
+def check_finite(value: float, *, epoch: int, step: int) -> None:
+    """Raises `TrainingError` naming the epoch and step when a loss is NaN or infinite."""
+    if not math.isfinite(value):
+        raise TrainingError(
+            f"The loss became {value} at epoch {epoch}, step {step} of that epoch. Training stopped; the last good "
+            "checkpoint (last.pt, from the epoch before) is kept. Lower the learning rate, turn on grad_clip, "
+            "or turn AMP off."
+        )
+
+
+def grad_scaler(dtype) -> torch.amp.GradScaler | None:
+    """Returns the one GradScaler a whole fp16 run needs (None for fp32 and bf16, which need none)."""
+    return torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+
+
+def optimizer_step(loss, optimizer, *, scaler=None, params=None, grad_clip: float = 0.0) -> None:
+    """Back-propagates ``loss`` and steps ``optimizer``: through ``scaler`` for fp16, clipping ``params`` if asked."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+    else:
+        loss.backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+
+
+def restore(state: dict, model, optimizer, scheduler, scaler=None) -> None:
+    """Loads a ``last.pt`` state into the model, optimizer, scheduler and (when used) the GradScaler."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+
+
 def train_one_epoch(model, loader, optimizer, scheduler, *, device, dtype=None, scaler=None,
                     grad_clip: float = 0.0, epoch: int = 0, step: int = 0, loss_weights=None) -> dict:
     """Returns ``{'loss', 'images_per_s', 'step'}`` after one pass over ``loader``; stops on a NaN/inf loss."""
@@ -123,28 +164,12 @@ def train_one_epoch(model, loader, optimizer, scheduler, *, device, dtype=None, 
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         with autocast(device, dtype):
             loss = torch.nn.functional.cross_entropy(model(images), labels, weight=loss_weights)
-        if not math.isfinite(loss.item()):
-            raise TrainingError(
-                f"The loss became {loss.item()} at epoch {epoch}, step {i} of that epoch. Training stopped; the "
-                "last good checkpoint (last.pt from the epoch before) is kept. Lower the learning rate, "
-                "turn on grad_clip, or turn AMP off."
-            )
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-        else:
-            loss.backward()
-        if grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, grad_clip)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
+        value = loss.item()
+        check_finite(value, epoch=epoch, step=i)
+        optimizer_step(loss, optimizer, scaler=scaler, params=params, grad_clip=grad_clip)
         step += 1
         scheduler.step_update(step)
-        total += loss.item() * len(labels)
+        total += value * len(labels)
         count += len(labels)
     elapsed = time.perf_counter() - start
     return {"loss": total / max(count, 1), "images_per_s": count / max(elapsed, 1e-9), "step": step}
@@ -185,15 +210,11 @@ def fit(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     meta = dict(meta or {})
-    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None  # one for the whole run
+    scaler = grad_scaler(dtype)
     history, start_epoch, best, stale, step = [], 0, -math.inf, 0, 0
     if resume and (out_dir / "last.pt").exists():
         state = load_checkpoint(out_dir / "last.pt", backbone=meta.get("backbone"), kind="classifier")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
+        restore(state, model, optimizer, scheduler, scaler)
         start_epoch, best, stale, step = state["epoch"] + 1, state["best_metric"], state["stale"], state["step"]
         history = pd.read_csv(out_dir / "history.csv").to_dict("records")[:start_epoch]
     for epoch in range(start_epoch, epochs):

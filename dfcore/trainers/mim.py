@@ -35,7 +35,14 @@ from tqdm import tqdm
 from dfcore.checkpoint import load_checkpoint, save_checkpoint
 from dfcore.models import classifier_names
 from dfcore.runtime import autocast
-from dfcore.trainers.classifier import TrainingError, _reseed_epoch, build_scheduler
+from dfcore.trainers.classifier import (
+    _reseed_epoch,
+    build_scheduler,
+    check_finite,
+    grad_scaler,
+    optimizer_step,
+    restore,
+)
 
 
 def patchify(images: torch.Tensor, p: int) -> torch.Tensor:
@@ -261,18 +268,14 @@ def pretrain(
     mim.to(device)
     optimizer = torch.optim.AdamW(mim.parameters(), lr=lr, weight_decay=weight_decay)
     scheduler = build_scheduler(optimizer, epochs=epochs, steps_per_epoch=len(loader), warmup_epochs=warmup_epochs)
-    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None  # one for the whole run
+    scaler = grad_scaler(dtype)
     history, steps, start_epoch, step = [], [], 0, 0
     if watch is not None:
         shown = {"kind": "mim-reconstructions", "images": watch.cpu(),
                  "mask": mim.random_mask(watch.cpu(), torch.Generator().manual_seed(seed)), "recon": {}}
     if resume and (out_dir / "last.pt").exists():
         state = load_checkpoint(out_dir / "last.pt", backbone=meta.get("backbone"), kind="mim-state")
-        mim.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
+        restore(state, mim, optimizer, scheduler, scaler)
         start_epoch, step = state["epoch"] + 1, state["step"]
         history = pd.read_csv(out_dir / "history.csv").to_dict("records")[:start_epoch]
         steps = pd.read_csv(out_dir / "steps.csv").to_dict("records")[:step]
@@ -290,19 +293,8 @@ def pretrain(
             with autocast(device, dtype):
                 loss, _, _ = mim(images)
             value = loss.item()
-            if not math.isfinite(value):
-                raise TrainingError(
-                    f"The MIM loss became {value} at epoch {epoch}, step {i}. Stopped; {out_dir / 'last.pt'} "
-                    "from the epoch before is kept. Lower lr or turn AMP off."
-                )
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                optimizer.step()
+            check_finite(value, epoch=epoch, step=i)
+            optimizer_step(loss, optimizer, scaler=scaler)
             steps.append({"step": step, "epoch": epoch + (i + 1) / len(loader), "train_loss": value,
                           "lr": optimizer.param_groups[0]["lr"]})
             step += 1
