@@ -88,3 +88,25 @@ def test_every_family_builds_trains_one_step_and_round_trips(tmp_path, name, siz
     x = torch.randn(1, 3, size, size)
     with torch.no_grad():
         assert torch.allclose(loaded(x), model.eval()(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["mobilenetv2_100", "efficientnet_b0", "resnet10t", "vit_tiny_patch16_224"])
+def test_a_new_two_class_head_is_initialised_small(name):
+    head = build_model(name, image_size=64).get_classifier()
+    assert head.weight.std() < 0.02  # timm's own EfficientNet/MobileNet init gives 0.41 for two classes
+    assert torch.count_nonzero(head.bias) == 0
+
+
+def test_imagenet_initialised_model_starts_near_chance_on_real_faces(shared_dir):
+    from dfcore.datasets import build_manifest, split_loader
+
+    root = shared_dir / "data" / "dfdc_faces_small"
+    model = build_model("mobilenetv2_100", pretrained_file=shared_dir / "weights" / "mobilenetv2_100.imagenet.safetensors")
+    cfg = data_config(model)
+    manifest = build_manifest(root).manifest
+    frames = {"val": manifest[manifest["split"] == "val"].sample(64, random_state=0)}
+    images, labels = next(iter(split_loader(frames, root, "val", image_size=128, mean=cfg["mean"], std=cfg["std"],
+                                            batch_size=64)))
+    with torch.no_grad():
+        loss = torch.nn.functional.cross_entropy(model.eval()(images), labels)
+    assert abs(loss.item() - 0.693) < 0.15  # with timm's own head init: 5.3

@@ -40,10 +40,24 @@ def build_model(
     if pretrained_file:
         kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(file=str(pretrained_file)))
     model = timm.create_model(name, num_classes=num_classes, drop_rate=drop_rate, **kwargs)
+    _init_head(model)
     if mim_checkpoint:
         state = load_checkpoint(mim_checkpoint, backbone=name, kind="mim-backbone")
         load_backbone_state(model, state["model"], source=mim_checkpoint)
     return model
+
+
+def _init_head(model: torch.nn.Module) -> None:
+    """Re-initialises the new classifier small (std 0.01, zero bias), as MAE and BEiT do for fine-tuning.
+
+    timm's EfficientNet/MobileNet initialisation scales the head by 1/sqrt(num_classes): with
+    two classes its initial logits reach tens and the first epochs only undo that.
+    """
+    for module in model.get_classifier().modules():
+        if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
+            torch.nn.init.trunc_normal_(module.weight, std=0.01)
+            if module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
 
 
 def load_backbone_state(model: torch.nn.Module, state: dict, *, source="state dict") -> None:
