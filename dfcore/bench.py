@@ -96,7 +96,7 @@ def _recipe_loop_images_per_s(model, dataset, steps: int) -> float:
 
 def bench_trainer_vs_recipe(backbone: str = "mobilenetv2_100", image_size: int = 128, batch_size: int = 32,
                             images: int = 768, repeats: int = 3) -> dict:
-    """Returns training images/s of dfcore's trainer (fp32 and bf16) against the recipe's plain loop.
+    """Returns training images/s of dfcore's trainer (fp32; bf16; bf16 with a loader worker) against the recipe's loop.
 
     Same model, data and machine, in one run: the training images of ``dfdc_faces_small``
     when ``../shared`` is present, else of the demo set. Medians of ``repeats`` runs.
@@ -114,17 +114,18 @@ def bench_trainer_vs_recipe(backbone: str = "mobilenetv2_100", image_size: int =
                                             steps=images // 8) for _ in range(repeats)]
         result = {"backbone": backbone, "image_size": image_size, "data": str(root), "images": images,
                   "recipe_loop_images_per_s": {"median": statistics.median(recipe), "runs": recipe}}
-        for amp in (False, True):
+        for key, amp, workers in (("trainer_fp32", False, 0), ("trainer_bf16", True, 0),
+                                  ("trainer_bf16_1worker", True, 1)):
             loader = split_loader({"train": frame}, root, "train", image_size=image_size, mean=cfg["mean"],
-                                  std=cfg["std"], batch_size=batch_size, train=True, augment="recipe")
+                                  std=cfg["std"], batch_size=batch_size, train=True, augment="recipe",
+                                  num_workers=workers)
             optimizer = build_optimizer(model, lr_head=1e-4, lr_backbone=1e-4)
             scheduler = build_scheduler(optimizer, epochs=repeats + 1, steps_per_epoch=len(loader))
             dtype = amp_dtype(torch.device("cpu"), amp)
             rates = [train_one_epoch(model, loader, optimizer, scheduler, device=torch.device("cpu"), dtype=dtype)[
                 "images_per_s"] for _ in range(repeats + 1)][1:]
-            key = "trainer_bf16" if amp else "trainer_fp32"
             result[f"{key}_images_per_s"] = {"median": statistics.median(rates), "runs": rates,
-                                             "batch_size": batch_size}
+                                             "batch_size": batch_size, "num_workers": workers}
             result[f"{key}_speedup"] = statistics.median(rates) / statistics.median(recipe)
     return result
 

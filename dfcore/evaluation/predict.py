@@ -22,7 +22,7 @@ def predict(model, loader, *, device, dtype=None) -> dict:
     start = time.perf_counter()
     for images, targets in loader:
         with autocast(device, dtype):
-            out = model(images.to(device, non_blocking=True))
+            out = model(images.to(device, non_blocking=True, memory_format=torch.channels_last))
         logits.append(out.float().cpu())
         labels.append(targets)
     elapsed = time.perf_counter() - start
