@@ -42,6 +42,16 @@ def plot_reconstructions(images, mask, recons: dict, *, mean, std, suptitle: str
                            ncols=len(columns), suptitle=suptitle)
 
 
+def _per_epoch_figure(fig, axes, title: str):
+    """Returns ``fig`` with every axis labelled 'epoch' and gridded, under ``title``."""
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def plot_history(history: pd.DataFrame, *, title: str):
     """Returns learning curves: losses, validation AUC/accuracy and learning rates per epoch."""
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
@@ -54,12 +64,7 @@ def plot_history(history: pd.DataFrame, *, title: str):
         axes[1].axis("off")
     lr_cols = [c for c in history if c.startswith("lr")]
     history.plot(x="epoch", y=lr_cols, ax=axes[2], marker=".", title="learning rate at epoch start", logy=False)
-    for ax in axes:
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return _per_epoch_figure(fig, axes, title)
 
 
 def plot_mim_history(steps: pd.DataFrame, history: pd.DataFrame, *, title: str):
@@ -73,12 +78,7 @@ def plot_mim_history(steps: pd.DataFrame, history: pd.DataFrame, *, title: str):
     axes[0].legend(fontsize=8)
     axes[1].plot(steps["epoch"], steps["lr"])
     axes[1].set(title="learning rate")
-    for ax in axes:
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return _per_epoch_figure(fig, axes, title)
 
 
 def plot_roc(curves: dict, *, title: str):
