@@ -1,8 +1,10 @@
 import pandas as pd
 import pytest
 import torch
+from conftest import write_image
 from torch.utils.data import DataLoader, TensorDataset
 
+from dfcore.datasets import build_manifest, split_loader
 from dfcore.models import build_model
 from dfcore.runtime import seed_everything
 from dfcore.trainers import (
@@ -58,6 +60,36 @@ def test_resume_continues_an_interrupted_run_to_the_same_result(tmp_path):
                                   resumed_history.drop(columns="train_images_per_s"))
     for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def _run_augmented(root, out, epochs, resume=False):
+    """Trains on real image files with the recipe's augmentation drawn in a loader worker."""
+    seed_everything(0)
+    manifests = {s: f for s, f in build_manifest(root).manifest.groupby("split")}
+    loaders = [split_loader(manifests, root, split, image_size=32, mean=(0.5,) * 3, std=(0.5,) * 3, batch_size=2,
+                            train=split == "train", num_workers=1) for split in ("train", "val")]
+    model = build_model("resnet10t")
+    opt = build_optimizer(model, lr_head=3e-3, lr_backbone=3e-3)
+    sched = build_scheduler(opt, epochs=3, steps_per_epoch=len(loaders[0]))
+    return fit(model, *loaders, optimizer=opt, scheduler=sched, epochs=epochs, out_dir=out, device=CPU, patience=10,
+               resume=resume, meta={"backbone": "resnet10t", "image_size": 32})
+
+
+def test_resume_replays_augmentation_drawn_in_loader_workers(kaggle_root, tmp_path):
+    full = _run_augmented(kaggle_root, tmp_path / "full", epochs=3)
+    _run_augmented(kaggle_root, tmp_path / "cut", epochs=1)
+    resumed = _run_augmented(kaggle_root, tmp_path / "cut", epochs=3, resume=True)
+    pd.testing.assert_frame_equal(full.drop(columns="train_images_per_s"),
+                                  resumed.drop(columns="train_images_per_s"))
+
+
+def test_loader_workers_draw_different_augmentations(tmp_path):
+    write_image(tmp_path / "same.jpg", seed=0, size=32)
+    frame = pd.DataFrame({"path": ["same.jpg"] * 8, "label": [0] * 8})
+    loader = split_loader({"train": frame}, tmp_path, "train", image_size=32, mean=(0.5,) * 3, std=(0.5,) * 3,
+                          batch_size=1, train=True, num_workers=2)
+    images = [batch[0] for batch, _ in loader]  # workers 0 and 1 alternate batches
+    assert not all(torch.equal(a, b) for a, b in zip(images[0::2], images[1::2]))
 
 
 def test_nan_loss_stops_naming_epoch_and_step_and_keeps_last_good_checkpoint(tmp_path):

@@ -39,6 +39,20 @@ class ManifestDataset(Dataset):
         return image, int(row["label"])
 
 
+def _seed_worker(worker_id: int) -> None:
+    """Seeds a loader worker's copy of the transform from the seed torch gave that worker.
+
+    albumentations keeps its own generators and does not reseed per worker, so without this
+    every worker would repeat the same augmentations. torch derives each worker's seed from
+    the loader's generator, which the trainer reseeds every epoch: augmentation is then a
+    function of (seed, epoch, worker), and a resumed run replays it exactly.
+    """
+    info = torch.utils.data.get_worker_info()
+    transform = getattr(info.dataset, "transform", None)
+    if hasattr(transform, "set_random_seed"):
+        transform.set_random_seed(info.seed % 2**32)
+
+
 def make_loader(
     dataset: ManifestDataset,
     *,
@@ -48,7 +62,11 @@ def make_loader(
     seed: int = 0,
     balance: bool = False,
 ) -> DataLoader:
-    """Returns a DataLoader: shuffled (or class-balanced by weighted sampling) for training, in order otherwise."""
+    """Returns a DataLoader: shuffled (or class-balanced by weighted sampling) for training, in order otherwise.
+
+    Training workers are started afresh each epoch (not persistent) so that they pick up that
+    epoch's seed; evaluation workers, which draw nothing random, persist.
+    """
     generator = torch.Generator().manual_seed(seed)
     sampler = None
     if train and balance:
@@ -62,7 +80,8 @@ def make_loader(
         sampler=sampler,
         drop_last=train and len(dataset) > batch_size,
         num_workers=num_workers,
-        persistent_workers=num_workers > 0,
+        persistent_workers=num_workers > 0 and not train,
+        worker_init_fn=_seed_worker,
         generator=generator,
     )
 
