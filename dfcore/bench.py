@@ -26,7 +26,7 @@ from dfcore.datasets import build_manifest, make_demo_set, split_loader
 from dfcore.models import build_model, data_config
 from dfcore.reporting import read_metrics
 from dfcore.runtime import amp_dtype, seed_everything
-from dfcore.trainers import build_optimizer, build_scheduler, train_one_epoch
+from dfcore.trainers import build_optimizer, build_scheduler, train_one_epoch, unfreeze_last
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -76,9 +76,13 @@ class _RecipeDataset(Dataset):
 
 
 def _recipe_loop_images_per_s(model, dataset, steps: int) -> float:
-    """Returns images/s of the recipe's plain loop: batch 4, fp32, Adam, ``num_workers=0``, after 5 warm-up steps."""
+    """Returns images/s of the recipe's plain loop: batch 4, fp32, Adam, ``num_workers=0``, after 5 warm-up steps.
+
+    As in the recipe, the model stays in ``train()`` mode and only parameters that require
+    gradients are optimised (the head alone in phase 1).
+    """
     loader = DataLoader(dataset, batch_size=4, shuffle=True, num_workers=0)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     model.train()
     seen, start = 0, None
     for i, (images, labels) in enumerate(loader):
@@ -96,10 +100,12 @@ def _recipe_loop_images_per_s(model, dataset, steps: int) -> float:
 
 def bench_trainer_vs_recipe(backbone: str = "mobilenetv2_100", image_size: int = 128, batch_size: int = 32,
                             images: int = 768, repeats: int = 3) -> dict:
-    """Returns training images/s of dfcore's trainer (fp32; bf16; bf16 with a loader worker) against the recipe's loop.
+    """Returns training images/s of dfcore's trainer against the recipe's loop, for phase 1 and phase 2.
 
-    Same model, data and machine, in one run: the training images of ``dfdc_faces_small``
-    when ``../shared`` is present, else of the demo set. Medians of ``repeats`` runs.
+    Phase 1 trains the head on a frozen backbone, phase 2 fine-tunes everything. The trainer
+    runs in fp32, in bf16, and in bf16 with one loader worker. Same model, data and machine,
+    in one run: the training images of ``dfdc_faces_small`` when ``../shared`` is present,
+    else of the demo set. Medians of ``repeats`` runs (epochs, after one warm-up epoch).
     """
     with tempfile.TemporaryDirectory() as tmp:
         root = SHARED_DATA / "dfdc_faces_small"
@@ -107,26 +113,28 @@ def bench_trainer_vs_recipe(backbone: str = "mobilenetv2_100", image_size: int =
             root = make_demo_set(Path(tmp) / "demo", crops_per_photo=40, image_size=image_size)
         manifest = build_manifest(root).manifest
         frame = manifest[manifest["split"] == "train"].sample(images, random_state=0)
-        seed_everything(0)
-        model = build_model(backbone, image_size=image_size)
-        cfg = data_config(model)
-        recipe = [_recipe_loop_images_per_s(model, _RecipeDataset(frame, root, image_size, cfg["mean"], cfg["std"]),
-                                            steps=images // 8) for _ in range(repeats)]
-        result = {"backbone": backbone, "image_size": image_size, "data": str(root), "images": images,
-                  "recipe_loop_images_per_s": {"median": statistics.median(recipe), "runs": recipe}}
-        for key, amp, workers in (("trainer_fp32", False, 0), ("trainer_bf16", True, 0),
-                                  ("trainer_bf16_1worker", True, 1)):
-            loader = split_loader({"train": frame}, root, "train", image_size=image_size, mean=cfg["mean"],
-                                  std=cfg["std"], batch_size=batch_size, train=True, augment="recipe",
-                                  num_workers=workers)
-            optimizer = build_optimizer(model, lr_head=1e-4, lr_backbone=1e-4)
-            scheduler = build_scheduler(optimizer, epochs=repeats + 1, steps_per_epoch=len(loader))
-            dtype = amp_dtype(torch.device("cpu"), amp)
-            rates = [train_one_epoch(model, loader, optimizer, scheduler, device=torch.device("cpu"), dtype=dtype)[
-                "images_per_s"] for _ in range(repeats + 1)][1:]
-            result[f"{key}_images_per_s"] = {"median": statistics.median(rates), "runs": rates,
-                                             "batch_size": batch_size, "num_workers": workers}
-            result[f"{key}_speedup"] = statistics.median(rates) / statistics.median(recipe)
+        result = {"backbone": backbone, "image_size": image_size, "data": str(root), "images": images}
+        for phase, trainable_blocks in (("phase1_head", 0), ("phase2_full", -1)):
+            seed_everything(0)
+            model = build_model(backbone, image_size=image_size)
+            unfreeze_last(model, trainable_blocks)
+            cfg = data_config(model)
+            recipe = [_recipe_loop_images_per_s(model, _RecipeDataset(frame, root, image_size, cfg["mean"], cfg["std"]),
+                                                steps=images // 8) for _ in range(repeats)]
+            result[f"{phase}_recipe_loop_images_per_s"] = {"median": statistics.median(recipe), "runs": recipe}
+            for key, amp, workers in (("trainer_fp32", False, 0), ("trainer_bf16", True, 0),
+                                      ("trainer_bf16_1worker", True, 1)):
+                loader = split_loader({"train": frame}, root, "train", image_size=image_size, mean=cfg["mean"],
+                                      std=cfg["std"], batch_size=batch_size, train=True, augment="recipe",
+                                      num_workers=workers)
+                optimizer = build_optimizer(model, lr_head=1e-4, lr_backbone=1e-4)
+                scheduler = build_scheduler(optimizer, epochs=repeats + 1, steps_per_epoch=len(loader))
+                dtype = amp_dtype(torch.device("cpu"), amp)
+                rates = [train_one_epoch(model, loader, optimizer, scheduler, device=torch.device("cpu"),
+                                         dtype=dtype)["images_per_s"] for _ in range(repeats + 1)][1:]
+                result[f"{phase}_{key}_images_per_s"] = {"median": statistics.median(rates), "runs": rates,
+                                                         "batch_size": batch_size, "num_workers": workers}
+                result[f"{phase}_{key}_speedup"] = statistics.median(rates) / statistics.median(recipe)
     return result
 
 

@@ -2,6 +2,7 @@
 
 from dfcore.reporting.figures import (
     plot_confusion,
+    plot_faithfulness,
     plot_history,
     plot_image_grid,
     plot_mim_history,
@@ -13,11 +14,14 @@ from dfcore.reporting.figures import (
     plot_roc,
     plot_score_histograms,
 )
+from dfcore.reporting.browser import browser
 from dfcore.reporting.outputs import StageOutputs, read_metrics, stage_outputs, write_metrics
 
 __all__ = [
     "StageOutputs",
+    "browser",
     "plot_confusion",
+    "plot_faithfulness",
     "plot_history",
     "plot_image_grid",
     "plot_mim_history",

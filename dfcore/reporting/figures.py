@@ -109,25 +109,58 @@ def plot_confusion(labels, preds, *, title: str):
 
 
 def plot_overlays(images, maps, titles, *, suptitle: str, ncols: int = 4):
-    """Returns image/heatmap pairs on one colour scale [0, 1], with a shared colour bar."""
+    """Returns each image followed by its heatmap overlays, all on one colour scale [0, 1] with a shared colour bar.
+
+    ``maps`` is a B x H x W array, or ``{method name: B x H x W}`` for a panel comparing methods
+    side by side on the same images (one overlay per method after each image); ``ncols``
+    images per row.
+    """
+    maps = maps if isinstance(maps, dict) else {"saliency (fake)": maps}
+    per_image = 1 + len(maps)
     n = len(images)
-    ncols = min(ncols, n)
-    nrows = int(np.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, 2 * ncols, figsize=(2.1 * 2 * ncols, 2.3 * nrows), squeeze=False)
+    ncols = max(1, min(ncols, n))
+    nrows = max(1, int(np.ceil(n / ncols)))
+    fig, axes = plt.subplots(nrows, per_image * ncols, figsize=(2.1 * per_image * ncols, 2.3 * nrows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     mappable = None
-    for i, (image, heat, title) in enumerate(zip(images, maps, titles)):
+    for i, (image, title) in enumerate(zip(images, titles)):
         r, c = divmod(i, ncols)
-        axes[r, 2 * c].imshow(image)
-        axes[r, 2 * c].set_title(title, fontsize=7)
-        axes[r, 2 * c + 1].imshow(image)
-        mappable = axes[r, 2 * c + 1].imshow(heat, cmap="jet", alpha=0.5, vmin=0, vmax=1)
-        axes[r, 2 * c + 1].set_title("Grad-CAM (fake)", fontsize=7)
+        axes[r, per_image * c].imshow(image)
+        axes[r, per_image * c].set_title(title, fontsize=7)
+        for j, (method, heat) in enumerate(maps.items(), start=1):
+            ax = axes[r, per_image * c + j]
+            ax.imshow(image)
+            mappable = ax.imshow(heat[i], cmap="jet", alpha=0.5, vmin=0, vmax=1)
+            ax.set_title(method, fontsize=7)
     fig.suptitle(suptitle)
     fig.tight_layout()
     if mappable is not None:
         fig.colorbar(mappable, ax=axes.ravel().tolist(), shrink=0.6, label="saliency (0-1)")
+    return fig
+
+
+def plot_faithfulness(curves_by_method: dict, table: pd.DataFrame, *, title: str):
+    """Returns the mean deletion and insertion curves of each method, areas in the legend.
+
+    ``curves_by_method``: ``{method: {"fractions", "deletion", "insertion"}}`` (per-image curves);
+    ``table``: one row per method with ``deletion_auc`` and ``insertion_auc``. Methods whose name
+    starts with 'random' are drawn dashed: the references a faithful map must beat.
+    """
+    areas = table.set_index("method")
+    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.6), sharey=True)
+    for ax, kind, verb in ((axes[0], "deletion", "removed"), (axes[1], "insertion", "revealed")):
+        for method, curves in curves_by_method.items():
+            style = dict(ls="--") if method.startswith("random") else {}
+            ax.plot(curves["fractions"], np.mean(curves[kind], axis=0), marker=".", ms=4,
+                    label=f"{method} (area {areas.loc[method, f'{kind}_auc']:.3f})", **style)
+        ax.set(title=f"{kind}: most salient pixels {verb} first", xlabel=f"fraction of pixels {verb}",
+               xlim=(0, 1), ylim=(0, 1.02))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel("mean P(fake)")
+    fig.suptitle(title)
+    fig.tight_layout()
     return fig
 
 
