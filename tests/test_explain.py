@@ -19,7 +19,6 @@ from dfcore.explain import (
     rollout,
     saliency_maps,
     select_outcomes,
-    target_layer,
 )
 from dfcore.models import build_model
 from dfcore.reporting import browser
@@ -62,7 +61,7 @@ def test_maps_have_the_input_size_unit_range_and_vary(patch_detector, method):
     assert maps.shape == (4, 64, 96)
     assert maps.min() >= 0 and maps.max() <= 1
     assert all(m.std() > 0.05 for m in maps)  # (a real image may get a flat zero map: nothing looks fake)
-    assert target_layer(patch_detector) == "layer4"
+    assert cam_target(patch_detector).layer == "layer4"
 
 
 @pytest.mark.parametrize("layer,min_ratio", [(None, 1.2), ("layer3", 4.0)])

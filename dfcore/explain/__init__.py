@@ -1,6 +1,6 @@
 """Explainability: CAMs (torchcam) for CNNs, ViTs and MViTv2, attention rollout, faithfulness, image selection."""
 
-from dfcore.explain.cam import CamTarget, cam_grid, cam_maps, cam_target, target_layer
+from dfcore.explain.cam import CamTarget, cam_grid, cam_maps, cam_target
 from dfcore.explain.faithfulness import (
     blurred,
     curve_areas,
@@ -34,5 +34,4 @@ __all__ = [
     "rollout",
     "saliency_maps",
     "select_outcomes",
-    "target_layer",
 ]

@@ -74,11 +74,6 @@ def cam_grid(model: torch.nn.Module, input_size) -> tuple[int, int]:
     return tuple(-(-int(side) // reduction) for side in input_size)
 
 
-def target_layer(model: torch.nn.Module) -> str:
-    """Returns the name of the layer a CAM hooks in ``model`` (see `cam_target`)."""
-    return cam_target(model).layer
-
-
 def scale_maps(maps: torch.Tensor, size) -> np.ndarray:
     """Returns B x h x w ``maps`` upsampled (bilinear) to ``size`` and scaled to [0, 1] per image."""
     maps = F.interpolate(maps.unsqueeze(1).float(), size=tuple(size), mode="bilinear", align_corners=False)
