@@ -15,14 +15,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import papermill
 import torch
 import yaml
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
-from torchvision import transforms as T
 
-from dfcore.datasets import build_manifest, make_demo_set, split_loader
+from dfcore.datasets import build_manifest, build_transforms, make_demo_set, split_loader
 from dfcore.models import build_model, data_config
 from dfcore.reporting import read_metrics
 from dfcore.runtime import amp_dtype, seed_everything
@@ -59,20 +59,24 @@ def bench_data(repeats: int = 3) -> dict:
 
 
 class _RecipeDataset(Dataset):
-    """The MViTv2 recipe's data path: PIL decode and torchvision transforms, one sample at a time."""
+    """The MViTv2 recipe's data path: PIL decode, one sample at a time.
+
+    It augments with the trainer's own training transform (the recipe's set), so that both
+    loops do the same augmentation work and differ only in how they decode, batch and compute.
+    """
 
     def __init__(self, frame, root, image_size, mean, std):
         self.items = list(zip(frame["path"], frame["label"]))
         self.root = Path(root)
-        self.transform = T.Compose([T.Resize((image_size, image_size)), T.RandomHorizontalFlip(), T.ToTensor(),
-                                    T.Normalize(mean, std)])
+        self.transform = build_transforms(image_size, mean, std, train=True, augment="recipe")
 
     def __len__(self):
         return len(self.items)
 
     def __getitem__(self, i):
         path, label = self.items[i]
-        return self.transform(Image.open(self.root / path).convert("RGB")), int(label)
+        image = np.asarray(Image.open(self.root / path).convert("RGB"))
+        return self.transform(image=image)["image"], int(label)
 
 
 def _recipe_loop_images_per_s(model, dataset, steps: int) -> float:
@@ -103,9 +107,11 @@ def bench_trainer_vs_recipe(backbone: str = "mobilenetv2_100", image_size: int =
     """Returns training images/s of dfcore's trainer against the recipe's loop, for phase 1 and phase 2.
 
     Phase 1 trains the head on a frozen backbone, phase 2 fine-tunes everything. The trainer
-    runs in fp32, in bf16, and in bf16 with one loader worker. Same model, data and machine,
-    in one run: the training images of ``dfdc_faces_small`` when ``../shared`` is present,
-    else of the demo set. Medians of ``repeats`` runs (epochs, after one warm-up epoch).
+    runs in fp32, in bf16, and in bf16 with one loader worker; ``*_in_memory`` steps on one
+    batch held in memory (no loading at all): no data-path work can beat that rate. Same
+    model, data and machine, in one run: the training images of ``dfdc_faces_small`` when
+    ``../shared`` is present, else of the demo set. Medians of ``repeats`` runs (epochs,
+    after one warm-up epoch).
     """
     with tempfile.TemporaryDirectory() as tmp:
         root = SHARED_DATA / "dfdc_faces_small"
@@ -123,10 +129,13 @@ def bench_trainer_vs_recipe(backbone: str = "mobilenetv2_100", image_size: int =
                                                 steps=images // 8) for _ in range(repeats)]
             result[f"{phase}_recipe_loop_images_per_s"] = {"median": statistics.median(recipe), "runs": recipe}
             for key, amp, workers in (("trainer_fp32", False, 0), ("trainer_bf16", True, 0),
-                                      ("trainer_bf16_1worker", True, 1)):
+                                      ("trainer_bf16_1worker", True, 1), ("trainer_fp32_in_memory", False, 0),
+                                      ("trainer_bf16_in_memory", True, 0)):
                 loader = split_loader({"train": frame}, root, "train", image_size=image_size, mean=cfg["mean"],
                                       std=cfg["std"], batch_size=batch_size, train=True, augment="recipe",
                                       num_workers=workers)
+                if key.endswith("in_memory"):  # the compute floor: one batch, loaded once, stepped on repeatedly
+                    loader = [next(iter(loader))] * len(loader)
                 optimizer = build_optimizer(model, lr_head=1e-4, lr_backbone=1e-4)
                 scheduler = build_scheduler(optimizer, epochs=repeats + 1, steps_per_epoch=len(loader))
                 dtype = amp_dtype(torch.device("cpu"), amp)

@@ -41,6 +41,10 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=True)
+    # Deterministic mode also fills every new tensor with NaN by default, a debugging aid that
+    # cost a 2-core CPU fine-tuning step 22% (mobilenetv2, 128 px, batch 32: 61 against 78 images/s).
+    # The kernels stay deterministic without it, and the determinism tests still hold.
+    torch.utils.deterministic.fill_uninitialized_memory = False
 
 
 def chdir_project_root() -> Path:

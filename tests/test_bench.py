@@ -1,4 +1,7 @@
-from dfcore.bench import stage_parameters
+import torch
+
+from dfcore.bench import _RecipeDataset, stage_parameters
+from dfcore.datasets import build_manifest, split_loader
 
 
 def test_benchmark_notebooks_get_their_parameters_layered_as_make_layers_them():
@@ -6,3 +9,17 @@ def test_benchmark_notebooks_get_their_parameters_layered_as_make_layers_them():
     assert params["mim_epochs"] == 1 and params["image_size"] == 64  # the smoke profile's values won
     assert params["backbone"] == "resnet10t" and params["seed"] == 0  # the notebook's own file, common.yaml
     assert params["profile"] == "smoke" and params["reports_root"] == "/tmp/x"
+
+
+def test_recipe_baseline_does_the_trainers_augmentation_work_on_pil_decoded_images(kaggle_root):
+    frame = build_manifest(kaggle_root).manifest
+    frame = frame[frame["split"] == "train"]
+    mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+    recipe = _RecipeDataset(frame, kaggle_root, 24, mean, std)
+    trainer = split_loader({"train": frame}, kaggle_root, "train", image_size=24, mean=mean, std=std, batch_size=2,
+                           train=True).dataset
+    steps = [type(t).__name__ for t in recipe.transform.transforms]
+    assert steps == [type(t).__name__ for t in trainer.transform.transforms]
+    assert {"ColorJitter", "OneOf", "GaussNoise"} <= set(steps)  # not only resize and flip
+    image, label = recipe[0]
+    assert image.shape == (3, 24, 24) and image.dtype == torch.float32 and label == int(frame["label"].iloc[0])
