@@ -7,7 +7,7 @@ from dfcore.datasets.manifest import (
     load_manifests,
     save_manifests,
 )
-from dfcore.datasets.dataset import ManifestDataset, make_loader, read_rgb, split_loader
+from dfcore.datasets.dataset import ManifestDataset, make_loader, read_rgb, seed_augmentation, split_loader
 from dfcore.datasets.transforms import build_transforms
 
 __all__ = [
@@ -20,5 +20,6 @@ __all__ = [
     "make_loader",
     "read_rgb",
     "save_manifests",
+    "seed_augmentation",
     "split_loader",
 ]

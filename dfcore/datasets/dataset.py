@@ -39,6 +39,13 @@ class ManifestDataset(Dataset):
         return image, int(row["label"])
 
 
+def seed_augmentation(dataset, seed: int) -> None:
+    """Seeds the albumentations transform of ``dataset``, if it has one (it keeps its own generators)."""
+    transform = getattr(dataset, "transform", None)
+    if hasattr(transform, "set_random_seed"):
+        transform.set_random_seed(seed)
+
+
 def _seed_worker(worker_id: int) -> None:
     """Seeds a loader worker's copy of the transform from the seed torch gave that worker.
 
@@ -48,9 +55,7 @@ def _seed_worker(worker_id: int) -> None:
     function of (seed, epoch, worker), and a resumed run replays it exactly.
     """
     info = torch.utils.data.get_worker_info()
-    transform = getattr(info.dataset, "transform", None)
-    if hasattr(transform, "set_random_seed"):
-        transform.set_random_seed(info.seed % 2**32)
+    seed_augmentation(info.dataset, info.seed % 2**32)
 
 
 def make_loader(

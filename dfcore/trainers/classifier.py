@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from dfcore import LABELS
 from dfcore.checkpoint import load_checkpoint, save_checkpoint
+from dfcore.datasets import seed_augmentation
 from dfcore.evaluation import binary_metrics, predict
 from dfcore.runtime import autocast
 
@@ -105,9 +106,7 @@ def _reseed_epoch(loader, seed: int, epoch: int) -> None:
     torch.manual_seed(seed * 1000 + epoch)
     if loader.generator is not None:
         loader.generator.manual_seed(seed * 1000 + epoch)
-    transform = getattr(loader.dataset, "transform", None)
-    if hasattr(transform, "set_random_seed"):
-        transform.set_random_seed(seed * 1000 + epoch)
+    seed_augmentation(loader.dataset, seed * 1000 + epoch)
 
 
 def check_finite(value: float, *, epoch: int, step: int) -> None:
