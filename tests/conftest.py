@@ -38,3 +38,31 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.skip("../shared is absent")
     return SHARED
+
+
+def face_photo(size: int = 320) -> np.ndarray:
+    """Returns scikit-image's astronaut photograph (one frontal face, about a sixth of the width) at ``size``."""
+    import cv2
+    import skimage.data
+
+    return cv2.resize(skimage.data.astronaut(), (size, size), interpolation=cv2.INTER_AREA)
+
+
+def write_video(path: Path, frames: int = 12, *, face: bool = True, size: int = 320, fps: float = 10.0,
+                variant: int = 0) -> Path:
+    """Writes a short MP4: the face photo (or noise, with ``face=False``) drifting a pixel a frame, frame ``i``
+    marked by a grey square of level 10 * i in its top-left corner; ``variant`` moves the face down by
+    7 px a step, so that videos of different variants share no frame."""
+    import cv2
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    base = face_photo(size) if face else np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    base = np.roll(base, 7 * variant, axis=0)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (size, size))
+    assert writer.isOpened(), "OpenCV cannot write MP4 here"
+    for i in range(frames):
+        frame = np.roll(base, i, axis=1).copy()
+        frame[:24, :24] = 10 * i
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path

@@ -2,6 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+
+from conftest import write_image
 from scipy.special import logit
 from sklearn import metrics as skm
 
@@ -151,6 +153,21 @@ def test_extra_sets_from_a_data_root_or_a_manifest_folder(kaggle_root, tmp_path)
     assert list(load_eval_sets([kaggle_root, tmp_path / "manifests"], split="test")) == ["kaggle", "kaggle_2"]
     with pytest.raises(ValueError, match="split"):
         load_eval_set(kaggle_root, split="holdout")
+
+
+def test_an_evaluation_only_root_is_accepted_as_an_extra_set(tmp_path):
+    for cls in ("real", "fake"):
+        for i in range(2):
+            write_image(tmp_path / "cross" / "test" / cls / f"{i}.png", seed=10 * (cls == "fake") + i)
+    name, manifest, _ = load_eval_set(tmp_path / "cross", split="test")
+    assert name == "cross" and len(manifest) == 4 and set(manifest["split"]) == {"test"}
+
+
+def test_celebdf_sample_loads_as_an_extra_set(shared_dir):
+    name, manifest, _ = load_eval_set(shared_dir / "data" / "celebdf_faces_sample")
+    assert name == "celebdf_faces_sample" and len(manifest) == 421
+    assert manifest["label"].value_counts().to_dict() == {0: 264, 1: 157}
+    assert manifest["group"].nunique() == 2  # id0_0000 (its real and its swap) and the YouTube real
 
 
 class _MeanColour(torch.nn.Module):

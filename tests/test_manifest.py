@@ -124,3 +124,77 @@ def test_real_dfdc_faces_small_is_leakage_free(shared_dir):
                       ("val", 0): 500, ("val", 1): 500}
     assert m.groupby("group")["split"].nunique().max() == 1
     assert m["group"].nunique() < len(m)  # groups come from metadata.csv's source_video
+
+
+def _kaggle_named(root, per_class=4):
+    """The Kaggle set's naming: fake_0.jpg, real_0.jpg ... afresh in every split, different pictures."""
+    seed = 1000
+    for split in ("Train", "Validation", "Test"):
+        for cls in ("Real", "Fake"):
+            for i in range(per_class):
+                seed += 1
+                write_image(root / split / cls / f"{cls.lower()}_{i}.jpg", seed)
+    return root
+
+
+def test_kaggle_file_names_repeated_in_every_split_are_not_groups(tmp_path):
+    result = build_manifest(_kaggle_named(tmp_path / "kaggle"))
+    m = result.manifest
+    assert len(m) == 24 and m["group"].nunique() == 24  # each file its own group: its path
+    assert (m["group"] == m["path"]).all()
+    assert "each its own group" in result.group_rule
+
+
+def test_a_true_duplicate_is_still_caught_under_kaggle_names(tmp_path):
+    root = _kaggle_named(tmp_path / "kaggle")
+    shutil.copy(root / "Train" / "Fake" / "fake_1.jpg", root / "Test" / "Fake" / "fake_3.jpg")
+    with pytest.raises(DataError, match="identical files"):
+        build_manifest(root)
+
+
+def test_plain_layout_frames_of_one_video_share_a_group(tmp_path):
+    root = tmp_path / "plain"
+    seed = 0
+    for v in range(10):
+        for f in range(3):
+            seed += 1
+            write_image(root / "real" / f"clip{v:02d}_{f:04d}.jpg", seed)  # <video>_<frame>.jpg
+            write_image(root / "fake" / f"swap{v:02d}" / f"frame_{f:04d}.jpg", seed + 500)  # <video>/frame_N.jpg
+    result = build_manifest(root, split_ratios=(0.6, 0.2, 0.2))
+    m = result.manifest
+    assert m["group"].nunique() == 20 and m.groupby("group").size().eq(3).all()
+    assert m.groupby("group")["split"].nunique().max() == 1
+    assert "sub-folder per video" in result.group_rule and "<video>_<frame>" in result.group_rule
+
+
+def test_plain_layout_counters_are_not_videos(tmp_path):
+    root = tmp_path / "plain"
+    for cls in ("real", "fake"):
+        for i in range(10):
+            write_image(root / cls / f"{cls}_{i}.jpg", 100 * (cls.lower() == "fake") + i)
+    result = build_manifest(root)
+    assert result.manifest["group"].nunique() == 20  # real_0 ... are counters: each file its own group
+    assert result.group_rule == "20 files: each its own group (its path)"
+
+
+def test_evaluation_only_sets_need_no_training_split(tmp_path):
+    root = tmp_path / "eval"
+    for cls in ("Real", "Fake"):
+        for i in range(3):
+            write_image(root / "test" / cls / f"{i}.png", 100 * (cls.lower() == "fake") + i)
+    with pytest.raises(DataError, match="none for 'train'"):
+        build_manifest(root)
+    m = build_manifest(root, eval_only=True).manifest
+    assert set(m["split"]) == {"test"} and len(m) == 6
+    plain = tmp_path / "plain"
+    write_image(plain / "real" / "a.png", 1)
+    write_image(plain / "fake" / "b.png", 2)
+    assert set(build_manifest(plain, eval_only=True).manifest["split"]) == {"test"}
+
+
+def test_a_root_of_videos_says_to_crop_faces_first(tmp_path):
+    (tmp_path / "v" / "real").mkdir(parents=True)
+    (tmp_path / "v" / "fake").mkdir(parents=True)
+    (tmp_path / "v" / "real" / "a.mp4").write_bytes(b"x")
+    with pytest.raises(DataError, match="1 videos: notebook 01 crops their faces"):
+        build_manifest(tmp_path / "v")

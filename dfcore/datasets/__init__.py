@@ -1,24 +1,36 @@
 """Data: manifests from data roots, the built-in demo set, torch datasets and transforms."""
 
 from dfcore.datasets.demo import make_demo_set
+from dfcore.datasets.faces import CropSettings, FaceDetector, crop_data_root, crop_face, holds_videos, sample_crops
 from dfcore.datasets.manifest import (
     DataError,
     build_manifest,
     load_manifests,
+    manifest_info,
     save_manifests,
 )
+from dfcore.datasets.video import VideoError, read_frames
 from dfcore.datasets.dataset import ManifestDataset, make_loader, read_rgb, seed_augmentation, split_loader
 from dfcore.datasets.transforms import build_transforms
 
 __all__ = [
+    "CropSettings",
     "DataError",
+    "FaceDetector",
+    "VideoError",
     "ManifestDataset",
     "build_manifest",
     "build_transforms",
+    "crop_data_root",
+    "crop_face",
+    "holds_videos",
     "load_manifests",
     "make_demo_set",
     "make_loader",
+    "manifest_info",
+    "read_frames",
     "read_rgb",
+    "sample_crops",
     "save_manifests",
     "seed_augmentation",
     "split_loader",

@@ -9,13 +9,27 @@ Three ways in:
   (any letter case);
 - a plain ``real/`` + ``fake/`` layout, split by group with fixed ratios;
 - either of them with a ``metadata.csv`` at the root naming each file's group (column
-  ``group``, ``source_video``, ``source`` or ``video``), and optionally its label and split.
+  ``group``, ``source_video``, ``source``, ``original`` or ``video``), and optionally its label
+  and split.
+
+A file that ``metadata.csv`` gives no group gets one by a rule the result names
+(`ManifestResult.group_rule`), chosen so that frames of one video never cross splits by
+accident:
+- where folders give the splits (Kaggle), a file is its own group (its path), never its bare
+  name: the Kaggle set names files ``fake_0.jpg`` afresh in every split; files in a sub-folder
+  of a class folder (a folder per video) share that folder;
+- in the plain layout, a sub-folder of ``real/`` or ``fake/`` is one video; flat files named
+  like ``<video>_<frame>.jpg`` (``_0001``, ``-12``, ``_frame_3``) take ``<video>``, unless the
+  prefixes are plainly counters (a class name, or fewer than three of them); anything else is
+  its own group.
+Exact copies are caught by sha256 whatever the groups.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,7 +44,11 @@ from dfcore import LABELS
 SPLITS = ("train", "val", "test")
 COLUMNS = ["path", "label", "split", "group", "sha256", "width", "height"]
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-GROUP_COLUMNS = ("group", "source_video", "source", "video")
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
+GROUP_COLUMNS = ("group", "source_video", "source", "original", "video")
+# Carried from metadata.csv into the manifest when present (written by the face-crop step).
+EXTRA_COLUMNS = ("video", "frame", "face", "face_box", "face_score", "landmarks")
+_FRAME_NAME = re.compile(r"^(?P<video>.+?)[_-](?:frame[_-]?)?\d+$", re.IGNORECASE)
 _SPLIT_NAMES = {
     "train": "train", "training": "train",
     "validation": "val", "val": "val", "valid": "val",
@@ -50,6 +68,7 @@ class ManifestResult:
     manifest: pd.DataFrame
     root: Path
     layout: str
+    group_rule: str = ""  # how files got their groups, in words
     corrupt: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     dropped: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=COLUMNS + ["reason"]))
 
@@ -65,12 +84,16 @@ def _children(folder: Path) -> dict[str, Path]:
     return {p.name.lower(): p for p in sorted(folder.iterdir()) if p.is_dir()}
 
 
-def _images_under(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+def _files_under(folder: Path, suffixes) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
 
 
-def _list_files(root: Path) -> tuple[str, pd.DataFrame]:
-    """Returns the layout name and a table of path, label, split (None for the plain layout)."""
+def list_layout(root: Path, suffixes=IMAGE_SUFFIXES, *, all_splits: bool = True) -> tuple[str, pd.DataFrame]:
+    """Returns the layout name and a table of path, label, split (None for the plain layout).
+
+    ``suffixes`` picks the files (images by default, `VIDEO_SUFFIXES` for videos). With
+    ``all_splits=False`` (an evaluation-only set) a Kaggle layout may hold only some splits.
+    """
     children = _children(root)
     split_dirs = {_SPLIT_NAMES[name]: path for name, path in children.items() if name in _SPLIT_NAMES}
     rows = []
@@ -78,6 +101,8 @@ def _list_files(root: Path) -> tuple[str, pd.DataFrame]:
         layout = "kaggle"
         for split in SPLITS:
             if split not in split_dirs:
+                if not all_splits:
+                    continue
                 raise DataError(
                     f"{root} has split folders {sorted(p.name for p in split_dirs.values())} but none for "
                     f"'{split}'. The Kaggle layout needs Train/, Validation/ and Test/, each with Real/ and Fake/."
@@ -89,11 +114,11 @@ def _list_files(root: Path) -> tuple[str, pd.DataFrame]:
                         f"{split_dirs[split]} has no '{cls.capitalize()}' folder (found "
                         f"{sorted(p.name for p in classes.values())}). Each split folder needs Real/ and Fake/."
                     )
-                rows += [(p, LABELS[cls], split) for p in _images_under(classes[cls])]
+                rows += [(p, LABELS[cls], split) for p in _files_under(classes[cls], suffixes)]
     elif "real" in children and "fake" in children:
         layout = "plain"
         for cls in LABELS:
-            rows += [(p, LABELS[cls], None) for p in _images_under(children[cls])]
+            rows += [(p, LABELS[cls], None) for p in _files_under(children[cls], suffixes)]
     else:
         raise DataError(
             f"{root} is not a data root this study reads: expected Train/Validation/Test folders with "
@@ -107,6 +132,42 @@ def _list_files(root: Path) -> tuple[str, pd.DataFrame]:
     return layout, table
 
 
+def _class_depth(layout: str) -> int:
+    """Folders above a file that only say split and class: Kaggle ``Train/Real/``, plain ``real/``."""
+    return 2 if layout == "kaggle" else 1
+
+
+def infer_groups(paths: pd.Series, layout: str) -> tuple[pd.Series, str]:
+    """Returns a group per path (for files metadata.csv does not cover) and the rule used, in words.
+
+    The folder and name rules are for frames; a video file is always its own group.
+    """
+    parts = paths.map(lambda p: p.split("/"))
+    depth = _class_depth(layout)
+    frames = ~paths.map(lambda p: Path(p).suffix.lower() in VIDEO_SUFFIXES)
+    nested = frames & (parts.map(len) > depth + 1)
+    groups = paths.copy()
+    rules = []
+    if nested.any():
+        if layout == "kaggle":  # the video folder's path: it names its split, so never crosses
+            groups[nested] = parts[nested].map(lambda q: "/".join(q[:depth + 1]))
+        else:  # real/<video>/... and fake/<video>/...: the video's folder name
+            groups[nested] = parts[nested].map(lambda q: q[depth])
+        rules.append(f"{int(nested.sum())} files in a sub-folder per video: the sub-folder")
+    alone = ~nested
+    if layout == "plain" and (frames & alone).any():
+        matches = paths[frames & alone].map(lambda p: _FRAME_NAME.match(Path(p).stem))
+        prefixes = matches.map(lambda m: m.group("video") if m else None).dropna()
+        counters = set(prefixes.str.lower()) & set(LABELS) or prefixes.nunique() < 3
+        if len(prefixes) and not counters:
+            groups[prefixes.index] = prefixes
+            rules.append(f"{len(prefixes)} files named <video>_<frame>: <video>")
+            alone &= ~paths.index.isin(prefixes.index)
+    if alone.any():
+        rules.append(f"{int(alone.sum())} files: each its own group (its path)")
+    return groups, "; ".join(rules)
+
+
 def _parse_label(value) -> int:
     text = str(value).strip().lower()
     if text in LABELS:
@@ -116,12 +177,13 @@ def _parse_label(value) -> int:
     raise DataError(f"label {value!r} is neither real/fake nor 0/1")
 
 
-def _apply_metadata(root: Path, files: pd.DataFrame) -> pd.DataFrame:
-    """Takes groups (and labels and splits, where given) from ``metadata.csv``; checks they agree."""
-    files = files.assign(group=files["path"].map(lambda p: Path(p).stem))
+def apply_metadata(root: Path, files: pd.DataFrame, layout: str) -> tuple[pd.DataFrame, str]:
+    """Returns the files with groups (and labels, splits and extra columns where ``metadata.csv`` gives them),
+    checked to agree with the folders, and the grouping rule in words."""
     meta_path = root / "metadata.csv"
     if not meta_path.exists():
-        return files
+        groups, rule = infer_groups(files["path"], layout)
+        return files.assign(group=groups), rule
     meta = pd.read_csv(meta_path, dtype=str)
     if "path" not in meta.columns:
         raise DataError(f"{meta_path} has no 'path' column (columns: {list(meta.columns)}).")
@@ -129,8 +191,19 @@ def _apply_metadata(root: Path, files: pd.DataFrame) -> pd.DataFrame:
     merged = files.set_index("path")
     known = merged.index.intersection(meta.index)
     group_col = next((c for c in GROUP_COLUMNS if c in meta.columns), None)
+    covered = known if group_col else known[:0]
     if group_col:
-        merged.loc[known, "group"] = meta.loc[known, group_col].values
+        covered = known[meta.loc[known, group_col].notna().values]
+        merged.loc[covered, "group"] = meta.loc[covered, group_col].values
+    rest = merged.index.difference(covered)
+    rule = f"{len(covered)} files: metadata.csv column '{group_col}'" if len(covered) else ""
+    if len(rest):
+        inferred, inferred_rule = infer_groups(pd.Series(rest, index=rest), layout)
+        merged.loc[rest, "group"] = inferred.values
+        rule = "; ".join(r for r in (rule, inferred_rule) if r)
+    for column in EXTRA_COLUMNS:
+        if column in meta.columns:
+            merged.loc[known, column] = meta.loc[known, column].values
     if "label" in meta.columns:
         try:
             meta_labels = meta.loc[known, "label"].map(_parse_label)
@@ -155,7 +228,7 @@ def _apply_metadata(root: Path, files: pd.DataFrame) -> pd.DataFrame:
     missing = meta.index.difference(merged.index)
     if len(missing):
         warnings.warn(f"{meta_path} names {len(missing)} files that are not on disk: {_name_files(missing)}")
-    return merged.reset_index()
+    return merged.reset_index(), rule
 
 
 def _split_by_group(files: pd.DataFrame, ratios, seed: int) -> pd.DataFrame:
@@ -201,14 +274,19 @@ def _inspect_all(root: Path, files: pd.DataFrame, workers: int):
     return files, corrupt
 
 
-def _check_not_empty(root: Path, layout: str, files: pd.DataFrame) -> None:
-    for split in SPLITS:
+def _check_not_empty(root: Path, layout: str, files: pd.DataFrame, splits=SPLITS) -> None:
+    if not splits:  # an evaluation-only set: both classes somewhere
+        for cls, label in LABELS.items():
+            if not (files["label"] == label).any():
+                raise DataError(f"No readable {cls} images under {root}: an evaluation set needs both classes.")
+    for split in splits:
         for cls, label in LABELS.items():
             if not ((files["split"] == split) & (files["label"] == label)).any():
                 where = (
                     f"the {split} split's {cls.capitalize()} folder under {root}"
                     if layout == "kaggle"
-                    else f"{root / cls} (split '{split}' got none of its groups: add images or change split_ratios)"
+                    else f"{root / cls} (split '{split}' got none of the {files['group'].nunique()} groups: add "
+                    "data, change split_ratios, or give each file's split in a metadata.csv column 'split')"
                 )
                 raise DataError(f"No readable {cls} images in {where}.")
 
@@ -253,22 +331,30 @@ def build_manifest(
     seed: int = 0,
     on_leak: str = "error",
     workers: int = 8,
+    eval_only: bool = False,
 ) -> ManifestResult:
     """Returns the manifest of every readable image under ``root``, after the leakage checks.
 
     Corrupt or unreadable files are left out with a warning that names them. Identical files
     or groups found in more than one split stop with a `DataError` naming them (or, with
     ``on_leak='drop'``, are kept in their first split only). An empty class or split is a
-    `DataError` naming the folder.
+    `DataError` naming the folder. ``eval_only`` reads a set that is only ever scored (a
+    cross-dataset test set): any splits it has are kept, files without one are ``test``, and it
+    needs both classes, not every split.
     """
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"Data root {root} does not exist or is not a folder: pass the folder that holds the images.")
-    layout, files = _list_files(root)
+    layout, files = list_layout(root, all_splits=not eval_only)
     if files.empty:
-        raise DataError(f"No images ({', '.join(sorted(IMAGE_SUFFIXES))}) found under {root}.")
-    files = _apply_metadata(root, files)
-    if files["split"].isna().any():
+        _, videos = list_layout(root, VIDEO_SUFFIXES, all_splits=not eval_only)
+        hint = (f" It holds {len(videos)} videos: notebook 01 crops their faces first "
+                "(dfcore.datasets.crop_data_root)." if len(videos) else "")
+        raise DataError(f"No images ({', '.join(sorted(IMAGE_SUFFIXES))}) found under {root}.{hint}")
+    files, group_rule = apply_metadata(root, files, layout)
+    if eval_only:
+        files["split"] = files["split"].fillna("test")
+    elif files["split"].isna().any():
         files = _split_by_group(files, split_ratios, seed)
     files, corrupt = _inspect_all(root, files, workers)
     if corrupt:
@@ -276,21 +362,25 @@ def build_manifest(
             f"Left out {len(corrupt)} unreadable or corrupt images under {root}: "
             + _name_files(f"{p} ({why})" for p, why in corrupt)
         )
-    _check_not_empty(root, layout, files)
+    required = () if eval_only else SPLITS
+    _check_not_empty(root, layout, files, required)
     files, dropped = _resolve_leaks(files, on_leak)
-    _check_not_empty(root, layout, files)
+    _check_not_empty(root, layout, files, required)
     order = files["split"].map({s: i for i, s in enumerate(SPLITS)})
+    extras = [c for c in EXTRA_COLUMNS if c in files.columns]
     manifest = (
         files.assign(_order=order)
-        .sort_values(["_order", "label", "path"])[COLUMNS]
+        .sort_values(["_order", "label", "path"])[COLUMNS + extras]
         .reset_index(drop=True)
         .astype({"label": int, "width": int, "height": int, "group": str})
     )
-    return ManifestResult(manifest=manifest, root=root, layout=layout, corrupt=corrupt, dropped=dropped)
+    return ManifestResult(manifest=manifest, root=root, layout=layout, group_rule=group_rule, corrupt=corrupt,
+                          dropped=dropped)
 
 
-def save_manifests(result: ManifestResult, out_dir) -> dict[str, Path]:
-    """Writes one CSV per split plus ``info.json`` (data root, layout, counts); returns the CSV paths."""
+def save_manifests(result: ManifestResult, out_dir, *, face_crop: dict | None = None) -> dict[str, Path]:
+    """Writes one CSV per split plus ``info.json`` (data root, layout, grouping rule, counts and, when
+    the images are faces the study cropped, the crop settings); returns the CSV paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
@@ -300,6 +390,8 @@ def save_manifests(result: ManifestResult, out_dir) -> dict[str, Path]:
     info = {
         "data_root": result.root.as_posix(),
         "layout": result.layout,
+        "group_rule": result.group_rule,
+        "face_crop": face_crop,
         "counts": {s: int((result.manifest["split"] == s).sum()) for s in SPLITS},
         "corrupt": [{"path": p, "reason": r} for p, r in result.corrupt],
         "dropped": int(len(result.dropped)),
@@ -308,12 +400,17 @@ def save_manifests(result: ManifestResult, out_dir) -> dict[str, Path]:
     return paths
 
 
+def manifest_info(manifest_dir) -> dict:
+    """Returns the ``info.json`` that `save_manifests` wrote (data root, layout, crop settings, counts)."""
+    info_path = Path(manifest_dir) / "info.json"
+    if not info_path.exists():
+        raise DataError(f"No manifests in {manifest_dir}: run notebook 01_data_manifests first (make reproduce).")
+    return json.loads(info_path.read_text())
+
+
 def load_manifests(manifest_dir) -> tuple[dict[str, pd.DataFrame], Path]:
     """Returns the per-split manifests written by `save_manifests` and the data root they refer to."""
     manifest_dir = Path(manifest_dir)
-    info_path = manifest_dir / "info.json"
-    if not info_path.exists():
-        raise DataError(f"No manifests in {manifest_dir}: run notebook 01_data_manifests first (make reproduce).")
-    info = json.loads(info_path.read_text())
+    info = manifest_info(manifest_dir)
     frames = {s: pd.read_csv(manifest_dir / f"{s}.csv", dtype={"group": str}) for s in SPLITS}
     return frames, Path(info["data_root"])

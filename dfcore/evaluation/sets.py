@@ -16,7 +16,8 @@ RESERVED = ("train", "val", "test")  # the study's own splits keep their names
 def load_eval_set(source, *, split: str = "all", exclude_sha256=()) -> tuple[str, pd.DataFrame, Path]:
     """Returns the name, manifest rows and data root of one extra evaluation set.
 
-    ``source`` is a data root (read with `build_manifest`, duplicates across its own splits
+    ``source`` is a data root (read with `build_manifest` as an evaluation-only set: it needs no
+    training split, files without a split are ``test``, duplicates across its own splits are
     kept once) or a folder of manifests written by notebook 01 (it holds ``info.json``).
     ``split`` keeps one of its splits, or ``'all'`` of them: a model trained elsewhere saw none.
     Images whose sha256 is in ``exclude_sha256`` (the study's training and validation images)
@@ -29,7 +30,7 @@ def load_eval_set(source, *, split: str = "all", exclude_sha256=()) -> tuple[str
         frames, root = load_manifests(source)
         manifest = pd.concat(frames.values(), ignore_index=True)
     else:
-        manifest, root = build_manifest(source, on_leak="drop").manifest, source
+        manifest, root = build_manifest(source, on_leak="drop", eval_only=True).manifest, source
     if split != "all":
         manifest = manifest[manifest["split"] == split]
     seen = manifest["sha256"].isin(set(exclude_sha256))

@@ -2,6 +2,7 @@
 
 from dfcore.reporting.figures import (
     plot_confusion,
+    plot_face_counts,
     plot_faithfulness,
     plot_history,
     plot_image_grid,
@@ -13,6 +14,7 @@ from dfcore.reporting.figures import (
     plot_robustness,
     plot_roc,
     plot_score_histograms,
+    plot_timeline,
 )
 from dfcore.reporting.browser import browser
 from dfcore.reporting.outputs import StageOutputs, read_metrics, stage_outputs, write_metrics
@@ -21,6 +23,7 @@ __all__ = [
     "StageOutputs",
     "browser",
     "plot_confusion",
+    "plot_face_counts",
     "plot_faithfulness",
     "plot_history",
     "plot_image_grid",
@@ -32,6 +35,7 @@ __all__ = [
     "plot_robustness",
     "plot_roc",
     "plot_score_histograms",
+    "plot_timeline",
     "read_metrics",
     "stage_outputs",
     "write_metrics",

@@ -25,6 +25,24 @@ def plot_image_grid(images, titles, *, ncols: int = 8, suptitle: str = ""):
     return fig
 
 
+def plot_face_counts(sources: pd.DataFrame, *, title: str):
+    """Returns, per source video or photo, the frames sampled and those with a face (one bar each, by class)."""
+    table = sources.sort_values(["label", "path"])
+    fig, ax = plt.subplots(figsize=(7, 0.8 + 0.28 * len(table)))
+    y = np.arange(len(table))
+    colours = np.where(table["label"] == 1, "tab:red", "tab:blue")
+    ax.barh(y, table["frames"], color="lightgrey", label="frames sampled")
+    ax.barh(y, table["frames_with_face"], color=colours)
+    ax.set_yticks(y, [p if len(p) <= 48 else "..." + p[-45:] for p in table["path"]], fontsize=7)
+    ax.invert_yaxis()
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in ("lightgrey", "tab:blue", "tab:red")]
+    ax.legend(handles, ["frames sampled", "with a face (real)", "with a face (fake)"], fontsize=7,
+              loc="lower right")
+    ax.set(xlabel="frames", title=title)
+    fig.tight_layout()
+    return fig
+
+
 def plot_reconstructions(images, mask, recons: dict, *, mean, std, suptitle: str = ""):
     """Returns a grid with one row per image: original, masked input, then its reconstruction at each snapshot.
 
@@ -137,6 +155,25 @@ def plot_overlays(images, maps, titles, *, suptitle: str, ncols: int = 4):
     fig.tight_layout()
     if mappable is not None:
         fig.colorbar(mappable, ax=axes.ravel().tolist(), shrink=0.6, label="saliency (0-1)")
+    return fig
+
+
+def plot_timeline(frames: pd.DataFrame, *, threshold: float, prob: float, aggregate: str, title: str):
+    """Returns calibrated P(fake) per sampled frame against time (``frames``: time_s or frame, prob_fake), with
+    the decision threshold and the video's aggregated score."""
+    timed = frames["time_s"].notna().all()
+    x = frames["time_s"] if timed else frames["frame"]
+    fig, ax = plt.subplots(figsize=(7, 2.8))
+    ax.plot(x, frames["prob_fake"], "o-", color="tab:purple", ms=4, label="frame P(fake), most suspicious face")
+    ax.axhline(threshold, color="black", ls="--", lw=1, label=f"threshold {threshold:.3f}")
+    ax.axhline(prob, color="tab:red" if prob >= threshold else "tab:blue", lw=2, alpha=0.6,
+               label=f"video ({aggregate}) {prob:.3f}")
+    ax.fill_between(x, threshold, 1, color="tab:red", alpha=0.05)
+    ax.set(ylim=(-0.02, 1.02), xlabel="time (s)" if timed else "frame", ylabel="calibrated P(fake)",
+           title=title)
+    ax.legend(fontsize=7, loc="best")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
     return fig
 
 
