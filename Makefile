@@ -25,7 +25,7 @@ export HF_HUB_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: help setup reproduce test bench bench-mim lab lock clean-reports FORCE
+.PHONY: help setup reproduce test bench bench-mim predict lab lock clean-reports FORCE
 
 help: ## list the targets
 	@echo "dfcore: a reproducible deepfake-detection study"
@@ -91,6 +91,12 @@ bench: $(STAMP) ## run the benchmarks; results are written to reports/bench/*.js
 bench-mim: $(STAMP) ## MIM vs random init, phases 1+2, val/test AUC (PROFILE, DATA_DIR; long): reports/bench/*.json
 	$(PY) -m dfcore.bench --mim-vs-random --profile $(PROFILE) $(if $(DATA_DIR),--data-dir "$(DATA_DIR)") \
 	  --out $(REPORTS_ROOT)/bench
+
+INPUT ?=
+PREDICT_ARGS ?=
+predict: $(STAMP) ## score images, folders or videos with a trained profile: make predict INPUT="a.jpg b.mp4" [PROFILE=] [PREDICT_ARGS="--cam --out DIR"]
+	@test -n "$(INPUT)" || { echo 'Give the inputs: make predict INPUT="photo.jpg videos/" PROFILE=$(PROFILE)' >&2; exit 2; }
+	$(PY) -m dfcore predict $(INPUT) --checkpoint $(OUT)/checkpoints/phase2/best.pt $(PREDICT_ARGS)
 
 lab: $(STAMP) ## open JupyterLab on the notebooks
 	$(VENV)/bin/jupyter lab notebooks

@@ -192,6 +192,80 @@ def bench_mim_init(profile: str = "demo", data_dir: str = "", out="reports/bench
     return results
 
 
+def _predict_checkpoint(folder: Path) -> tuple[Path, str]:
+    """Returns the dfdc-cpu phase-2 checkpoint when it has been trained, else an untrained one of the same
+    backbone and size (speed does not depend on the weights), with a word on which."""
+    from dfcore.checkpoint import save_checkpoint
+    from dfcore.evaluation import DecisionRule, save_decision_rule
+
+    trained = ROOT / "reports" / "dfdc-cpu" / "checkpoints" / "phase2" / "best.pt"
+    if trained.is_file() and trained.with_name("best.decision.json").is_file():
+        return trained, "dfdc-cpu phase 2 (trained)"
+    params = stage_parameters("03_phase1_head", "dfdc-cpu")
+    model = build_model(params["backbone"], image_size=params["image_size"])
+    path = save_checkpoint({"kind": "classifier", "backbone": params["backbone"], "image_size": params["image_size"],
+                            "model": model.state_dict()}, folder / "best.pt")
+    save_decision_rule(DecisionRule(rule="untrained", fitted_on="none"), path)
+    return path, f"untrained {params['backbone']} at {params['image_size']} px (dfdc-cpu's backbone; not trained yet)"
+
+
+def bench_predict(frames: int = 32, repeats: int = 3) -> dict:
+    """Returns the speed of ``predict`` on ../shared/data/videos_sample: seconds per video split into decode,
+    face detection and classification (model loaded, medians of ``repeats``), and the end-to-end wall time of
+    ``python -m dfcore predict`` on the whole folder, command start included. Targets: 4 s per 10-second 1080p
+    video (32 frames), 50 s for a folder of ten."""
+    import subprocess
+    import sys
+
+    from dfcore.inference import Predictor
+
+    videos = sorted((SHARED_DATA / "videos_sample").rglob("*.mp4"))
+    if not videos:
+        return {"skipped": "../shared/data/videos_sample is absent"}
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint, which = _predict_checkpoint(Path(tmp))
+        predictor = Predictor.load(checkpoint, device="cpu", frames=frames)
+        per_video = {}
+        for video in videos:
+            runs = []
+            for _ in range(repeats):
+                predictor.timings = dict.fromkeys(predictor.timings, 0.0)
+                start = time.perf_counter()
+                record, _, _ = predictor(video)
+                runs.append({"total": time.perf_counter() - start, **predictor.timings})
+            median = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+            per_video[video.name] = {"resolution": f"{record.get('width', '')}", "seconds": median,
+                                     "frames": record["frames_sampled"], "frames_with_face": record["frames_with_face"],
+                                     "frames_per_s": record["frames_sampled"] / median["total"]}
+        import cv2
+
+        for video in videos:
+            capture = cv2.VideoCapture(str(video))
+            per_video[video.name]["resolution"] = (f"{int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))}x"
+                                                   f"{int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))}")
+            capture.release()
+        hd = [v["seconds"]["total"] for v in per_video.values() if v["resolution"] == "1920x1080"]
+        folder_runs = []
+        for _ in range(2):
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "dfcore", "predict", str(SHARED_DATA / "videos_sample"),
+                            "--checkpoint", str(checkpoint), "--frames", str(frames), "--device", "cpu"],
+                           capture_output=True, check=False)
+            folder_runs.append(time.perf_counter() - start)
+    total_frames = sum(v["frames"] for v in per_video.values())
+    total_s = sum(v["seconds"]["total"] for v in per_video.values())
+    return {
+        "checkpoint": which, "frames_per_video": frames, "per_video": per_video,
+        "frames_per_s": total_frames / total_s, "videos_per_min": 60 * len(videos) / total_s,
+        "split_s": {k: sum(v["seconds"][k] for v in per_video.values()) for k in ("decode", "detect", "classify")},
+        "seconds_per_1080p_video_median": statistics.median(hd) if hd else None,
+        "target_seconds_per_1080p_video": 4.0,
+        "folder_end_to_end_s": {"median": statistics.median(folder_runs), "runs": folder_runs,
+                                "videos": len(videos)},
+        "target_folder_of_10_s": 50.0,
+    }
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default="reports/bench", help="folder for the JSON results")
@@ -215,7 +289,7 @@ def main(argv=None) -> None:
         print(json.dumps({name: result}, indent=2))
 
 
-BENCHES = {"data": bench_data, "trainer_vs_recipe": bench_trainer_vs_recipe}
+BENCHES = {"data": bench_data, "trainer_vs_recipe": bench_trainer_vs_recipe, "predict": bench_predict}
 
 if __name__ == "__main__":
     main()

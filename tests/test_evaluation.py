@@ -198,3 +198,13 @@ def test_a_set_is_scored_evaluated_and_swept_under_corruptions(kaggle_root):
     assert sweep[["corruption", "severity"]].values.tolist() == [["jpeg", 90], ["jpeg", 30]]
     assert sweep["auc"].between(0, 1).all()
     assert val.split == "val"
+
+
+def test_sets_of_video_crops_are_scored_per_video():
+    from dfcore.evaluation import scoring_units
+
+    crops = pd.DataFrame({"group": ["g1"] * 4, "video": ["a.mp4", "a.mp4", "b.mp4", "b.mp4"]})
+    units, kind = scoring_units(crops)
+    assert kind == "video" and list(units) == ["a.mp4", "a.mp4", "b.mp4", "b.mp4"]
+    units, kind = scoring_units(crops.drop(columns="video"))
+    assert kind == "group" and set(units) == {"g1"}

@@ -10,7 +10,7 @@ from dfcore.evaluation.decision import (
     load_decision_rule,
     save_decision_rule,
 )
-from dfcore.evaluation.groups import aggregate_groups, confident_mean
+from dfcore.evaluation.groups import aggregate_groups, confident_mean, scoring_units
 from dfcore.evaluation.metrics import (
     binary_metrics,
     bootstrap_intervals,
@@ -50,4 +50,5 @@ __all__ = [
     "reliability_table",
     "robustness_sweep",
     "save_decision_rule",
+    "scoring_units",
 ]

@@ -31,3 +31,12 @@ def aggregate_groups(frames: pd.DataFrame, *, t: float = 0.8, min_share: float =
         "mean": units.mean(),
         "confident": units.agg(confident_mean, t=t, min_share=min_share),
     }).reset_index()
+
+
+def scoring_units(manifest: pd.DataFrame) -> tuple[pd.Series, str]:
+    """Returns what a set's frames are aggregated by, and its name: the source video where the images are face
+    crops cut from videos (a ``video`` column), so that scores are video-level as in DFDC and DeepfakeBench;
+    otherwise the group."""
+    if "video" in manifest.columns and manifest["video"].notna().all():
+        return manifest["video"], "video"
+    return manifest["group"], "group"

@@ -1,0 +1,120 @@
+"""``python -m dfcore``: the study's commands. ``predict`` scores images, folders and videos with a trained study."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from dfcore.checkpoint import CheckpointError
+
+PREDICTIONS = "predictions.jsonl"
+
+
+def _parser() -> argparse.ArgumentParser:
+    from dfcore.inference import AGGREGATIONS
+
+    parser = argparse.ArgumentParser(prog="python -m dfcore", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    p = commands.add_parser(
+        "predict", help="score images, folders and videos: one JSON object per input on stdout",
+        description="Scores each image or video (folders are searched recursively) with a trained study: faces are "
+                    "cut as in its training data, P(fake) is calibrated with the checkpoint's validation-fitted "
+                    "temperature and decided at its validation threshold. JSON Lines on stdout, a summary on "
+                    "stderr; exit 1 when any input could not be scored, 2 when nothing could be.")
+    p.add_argument("paths", nargs="+", help="images, videos (mp4/avi/mov/mkv/webm/m4v) or folders")
+    p.add_argument("--checkpoint", required=True, help="reports/<profile>/checkpoints/phase2/best.pt")
+    p.add_argument("--out", help=f"folder for {PREDICTIONS}, Grad-CAM overlays and video timelines")
+    p.add_argument("--frames", type=int, default=32, help="frames sampled evenly from each video (default 32)")
+    p.add_argument("--cam", action="store_true", help="write Grad-CAM overlays (the most suspicious faces/frames)")
+    p.add_argument("--threshold", type=float, help="decide at this calibrated P(fake) instead of the validation one")
+    p.add_argument("--no-detect", action="store_true", help="score whole images and frames (inputs are face crops)")
+    p.add_argument("--aggregate", choices=AGGREGATIONS, default="confident",
+                   help="video verdict from frame scores: 'confident' (default) or 'mean'")
+    p.add_argument("--device", default="auto", help="'auto' (CUDA if present), 'cpu' or 'cuda'")
+    p.add_argument("--overwrite", action="store_true", help=f"replace an existing {PREDICTIONS} under --out")
+    return parser
+
+
+def _summary(records: list[dict]) -> str:
+    import pandas as pd
+
+    rows = [{"input": r["path"] if len(r["path"]) <= 60 else "..." + r["path"][-57:], "kind": r["kind"],
+             "decision": r.get("decision") or "-",
+             "P(fake)": "-" if r.get("prob_fake") is None else f"{r['prob_fake']:.3f}",
+             "faces": len(r.get("faces", [])) if r["kind"] == "image" else
+             f"{r.get('frames_with_face', 0)}/{r.get('frames_sampled', 0)} frames",
+             "note": r.get("error") or r.get("reason") or ""} for r in records]
+    return pd.DataFrame(rows).to_string(index=False, max_colwidth=70)
+
+
+def predict_command(args) -> int:
+    """Runs ``predict``; returns the exit code."""
+    from dfcore.inference import Predictor, iter_predictions, list_inputs
+
+    out_dir = Path(args.out) if args.out else None
+    if out_dir and (out_dir / PREDICTIONS).exists():
+        if not args.overwrite:
+            print(f"error: {out_dir / PREDICTIONS} exists: pass --overwrite to replace it, or another --out.",
+                  file=sys.stderr)
+            return 2
+        for folder in ("cams", "timelines"):
+            shutil.rmtree(out_dir / folder, ignore_errors=True)
+    if args.cam and not out_dir:
+        print("error: --cam writes overlay PNGs: give a folder for them with --out.", file=sys.stderr)
+        return 2
+    if args.frames < 1:
+        print(f"error: --frames must be at least 1, got {args.frames}", file=sys.stderr)
+        return 2
+    try:
+        predictor = Predictor.load(args.checkpoint, device=args.device, threshold=args.threshold,
+                                   detect=not args.no_detect, frames=args.frames, aggregate=args.aggregate)
+    except (CheckpointError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    files, skipped = list_inputs(args.paths)
+    if skipped:
+        print(f"skipped {len(skipped)} files that are neither images nor videos, e.g. {skipped[0]}", file=sys.stderr)
+    if not files:
+        print(f"error: no images or videos under {' '.join(args.paths)}", file=sys.stderr)
+        return 2
+    print(json.dumps({"predictor": predictor.describe()}), file=sys.stderr)
+    records = []
+    sink = None
+    if out_dir:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        sink = open(out_dir / PREDICTIONS, "w")
+    try:
+        bar = tqdm(files, desc="inputs scored", unit="file", file=sys.stderr, mininterval=5, disable=len(files) < 2)
+        for record in iter_predictions(predictor, bar, out_dir=out_dir, cam=args.cam):
+            line = json.dumps(record)
+            print(line, flush=True)
+            if sink:
+                sink.write(line + "\n")
+                sink.flush()
+            records.append(record)
+    finally:
+        if sink:
+            sink.close()
+    print(_summary(records), file=sys.stderr)
+    timings = ", ".join(f"{k} {v:.2f} s" for k, v in predictor.timings.items() if v)
+    print(f"time: {timings}", file=sys.stderr)
+    failed = [r for r in records if r.get("decision") is None]
+    if failed:
+        print(f"{len(failed)} of {len(records)} inputs could not be scored (see 'error' or 'reason').", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "predict":
+        return predict_command(args)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

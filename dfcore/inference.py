@@ -1,0 +1,304 @@
+"""Verdicts on new inputs: images, folders and videos scored by a trained study, faces cut as in training.
+
+`Predictor.load` reads a phase-2 checkpoint with its validation-fitted decision rule (notebook
+05) and its face-crop settings (notebook 01); `Predictor.__call__` turns one file into one JSON
+record: every face with its box, landmarks and calibrated P(fake), the verdict (the most
+suspicious face; for a video, frame scores aggregated by the ``mean`` or ``confident`` rule of
+`dfcore.evaluation.groups`), and optional Grad-CAM overlays and a confidence timeline.
+``python -m dfcore predict`` is the command-line face of it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from dfcore.checkpoint import CheckpointError, load_checkpoint
+from dfcore.datasets import CropSettings, DataError, FaceDetector, build_transforms, crop_face, read_frames
+from dfcore.datasets.faces import read_image_rgb
+from dfcore.datasets.manifest import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from dfcore.evaluation.decision import DecisionRule, decision_path, load_decision_rule
+from dfcore.evaluation.groups import confident_mean
+from dfcore.explain import cam_maps
+from dfcore.models import data_config, load_classifier
+from dfcore.runtime import resolve_device
+
+AGGREGATIONS = ("confident", "mean")
+
+
+def list_inputs(paths) -> tuple[list[Path], list[Path]]:
+    """Returns the files to score (given files as they are, folders searched recursively for images and videos)
+    and the files in those folders that are neither."""
+    files, skipped = [], []
+    for path in map(Path, paths):
+        if path.is_dir():
+            for item in sorted(p for p in path.rglob("*") if p.is_file()):
+                (files if item.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES else skipped).append(item)
+        else:
+            files.append(path)  # a missing or unreadable file gets its own error record
+    return files, skipped
+
+
+def _as_stored(crop: np.ndarray) -> np.ndarray:
+    """Returns ``crop`` after the JPEG round trip (quality 95) that every training crop went through."""
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    return cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+@dataclass
+class Predictor:
+    """A trained classifier with its decision rule and face-crop settings, ready to score files."""
+
+    model: torch.nn.Module
+    checkpoint: Path
+    backbone: str
+    image_size: int
+    rule: DecisionRule
+    threshold: float
+    threshold_source: str
+    crop: CropSettings | None  # None: whole images are scored (--no-detect)
+    crop_source: str
+    device: torch.device
+    frames: int = 32
+    aggregate: str = "confident"
+    transform: object = None
+    detector: FaceDetector | None = None
+    timings: dict = field(default_factory=lambda: {"decode": 0.0, "detect": 0.0, "classify": 0.0, "cam": 0.0})
+
+    @classmethod
+    def load(cls, checkpoint, *, device: str = "auto", threshold: float | None = None, detect: bool = True,
+             frames: int = 32, aggregate: str = "confident") -> "Predictor":
+        """Returns the predictor of a phase-2 ``checkpoint``; a `CheckpointError` naming the file and the fix when
+        it is missing, not dfcore's (or a pickle that would run code), or has no decision rule."""
+        checkpoint = Path(checkpoint)
+        if aggregate not in AGGREGATIONS:
+            raise ValueError(f"aggregate must be one of {AGGREGATIONS}, got {aggregate!r}")
+        if threshold is not None and not 0 <= threshold <= 1:
+            raise ValueError(f"--threshold is a P(fake) between 0 and 1, got {threshold}")
+        state = load_checkpoint(checkpoint, kind="classifier")  # weights_only: a pickle never runs code
+        if not decision_path(checkpoint).is_file():
+            raise CheckpointError(
+                f"{checkpoint} has no decision rule ({decision_path(checkpoint).name} beside it, written by notebook "
+                "05 from the validation split): run `make reproduce` for its profile before predicting.")
+        rule = load_decision_rule(checkpoint)
+        dev = resolve_device(device)
+        model, _ = load_classifier(checkpoint, device=dev)
+        model = model.to(memory_format=torch.channels_last)
+        cfg = data_config(model)
+        stored = state.get("face_crop")
+        if not detect:
+            crop, crop_source = None, "none (--no-detect: whole images scored)"
+        elif stored:
+            crop, crop_source = CropSettings(**{**stored, "frames_per_video": frames}), "checkpoint (as in training)"
+        else:
+            crop = CropSettings(frames_per_video=frames)
+            crop_source = ("defaults: the checkpoint was trained on faces cropped before the study (no crop settings "
+                           "stored); pass --no-detect if the inputs are face crops already")
+        return cls(
+            model=model, checkpoint=checkpoint, backbone=state["backbone"], image_size=state["image_size"],
+            rule=rule, threshold=rule.threshold if threshold is None else float(threshold),
+            threshold_source=(f"validation ({rule.rule} point, fitted on '{rule.fitted_on}') in "
+                              f"{decision_path(checkpoint).name}" if threshold is None else "--threshold"),
+            crop=crop, crop_source=crop_source, device=dev, frames=frames, aggregate=aggregate,
+            transform=build_transforms(state["image_size"], cfg["mean"], cfg["std"], train=False),
+            detector=FaceDetector(crop, device="cpu") if crop else None,
+        )
+
+    def describe(self) -> dict:
+        """Returns what every record shares: checkpoint, decision rule and how faces are cut."""
+        return {"checkpoint": str(self.checkpoint), "backbone": self.backbone, "temperature": self.rule.temperature,
+                "threshold": self.threshold, "threshold_source": self.threshold_source,
+                "crop": self.crop.as_dict() if self.crop else None, "crop_source": self.crop_source}
+
+    def _tick(self, stage: str, start: float) -> float:
+        now = time.perf_counter()
+        self.timings[stage] += now - start
+        return now
+
+    def _faces(self, frame: np.ndarray) -> tuple[list[dict], list[np.ndarray]]:
+        """Returns the faces of one RGB frame (box, landmarks, detector score) and their crops as stored."""
+        if self.crop is None:
+            height, width = frame.shape[:2]
+            return [{"box": [0, 0, width, height], "landmarks": None, "detector_score": None}], [frame]
+        faces, crops = [], []
+        for face in self.detector(frame):
+            crop, _ = crop_face(frame, face, margin=self.crop.margin, size=self.crop.size)
+            crops.append(_as_stored(crop))
+            faces.append({"box": [round(v, 1) for v in face.box], "detector_score": round(face.score, 4),
+                          "landmarks": [[round(x, 1), round(y, 1)] for x, y in face.landmarks]
+                          if face.landmarks else None})
+        return faces, crops
+
+    @torch.inference_mode()
+    def score(self, crops: list[np.ndarray]) -> np.ndarray:
+        """Returns the calibrated P(fake) of each RGB face crop (the evaluation transform, the rule's temperature)."""
+        if not crops:
+            return np.zeros(0)
+        batch = torch.stack([self.transform(image=c)["image"] for c in crops]).to(
+            self.device, memory_format=torch.channels_last)
+        logits = self.model(batch).float().cpu().numpy()
+        margin = logits[:, 1] - logits[:, 0]
+        return 1.0 / (1.0 + np.exp(-margin / self.rule.temperature))
+
+    def cams(self, crops: list[np.ndarray]) -> np.ndarray:
+        """Returns Grad-CAM maps (explaining 'fake') of the crops, at the model's input size, in [0, 1]."""
+        batch = torch.stack([self.transform(image=c)["image"] for c in crops]).to(self.device)
+        return cam_maps(self.model, batch, method="gradcam")
+
+    def _verdict(self, prob: float | None) -> str | None:
+        return None if prob is None else ("FAKE" if prob >= self.threshold else "REAL")
+
+    def image(self, path: Path) -> tuple[dict, list[np.ndarray]]:
+        """Returns the record of one image and its face crops (the most suspicious first)."""
+        start = time.perf_counter()
+        frame = read_image_rgb(path)
+        start = self._tick("decode", start)
+        faces, crops = self._faces(frame)
+        start = self._tick("detect", start)
+        probs = self.score(crops)
+        self._tick("classify", start)
+        for face, prob in zip(faces, probs):
+            face["prob_fake"] = round(float(prob), 6)
+        order = np.argsort(-probs, kind="stable")
+        faces, crops = [faces[i] for i in order], [crops[i] for i in order]
+        prob = float(probs.max()) if len(probs) else None
+        record = {"path": str(path), "kind": "image", "decision": self._verdict(prob),
+                  "prob_fake": None if prob is None else round(prob, 6), "threshold": self.threshold,
+                  "threshold_source": self.threshold_source, "width": frame.shape[1], "height": frame.shape[0],
+                  "faces": faces}
+        if not faces:
+            record["reason"] = f"no face of at least {self.crop.min_face} px found (use --no-detect for face crops)"
+        return record, crops
+
+    def video(self, path: Path) -> tuple[dict, list[np.ndarray], list[dict]]:
+        """Returns the record of one video, the crops of its frames' most suspicious faces and their frame rows."""
+        start = time.perf_counter()
+        sampled = read_frames(path, self.frames)
+        start = self._tick("decode", start)
+        per_frame = [self._faces(frame) for frame in sampled.frames]
+        start = self._tick("detect", start)
+        probs = self.score([c for _, crops in per_frame for c in crops])
+        self._tick("classify", start)
+        rows, best_crops, k = [], [], 0
+        for index, (faces, crops) in zip(sampled.indices, per_frame):
+            for face, prob in zip(faces, probs[k:k + len(faces)]):
+                face["prob_fake"] = round(float(prob), 6)
+            k += len(faces)
+            if faces:
+                top = int(np.argmax([f["prob_fake"] for f in faces]))
+                rows.append({"frame": index, "time_s": round(index / sampled.fps, 3) if sampled.fps else None,
+                             "prob_fake": faces[top]["prob_fake"], "faces": faces})
+                best_crops.append(crops[top])
+        frame_probs = np.array([r["prob_fake"] for r in rows])
+        record = {"path": str(path), "kind": "video", "frame_count": sampled.frame_count,
+                  "fps": round(sampled.fps, 3), "frames_sampled": len(sampled.indices), "frames_with_face": len(rows)}
+        if len(rows):
+            scores = {"mean": float(frame_probs.mean()), "confident": confident_mean(frame_probs)}
+            prob = scores[self.aggregate]
+            decision = self._verdict(prob)
+            agreeing = (frame_probs >= self.threshold) == (decision == "FAKE")
+            record.update({
+                "decision": decision, "prob_fake": round(prob, 6), "threshold": self.threshold,
+                "threshold_source": self.threshold_source,
+                "aggregation": {"reported": self.aggregate, **{k: round(v, 6) for k, v in scores.items()},
+                                "rule": "confident: mean of frames above 0.8 when at least 40% are, else the mean"},
+                "consistency": {"agreeing_share": round(float(agreeing.mean()), 4),
+                                "std": round(float(frame_probs.std()), 4),
+                                "min": round(float(frame_probs.min()), 6), "max": round(float(frame_probs.max()), 6)},
+            })
+        else:
+            record.update({"decision": None, "prob_fake": None, "threshold": self.threshold,
+                           "threshold_source": self.threshold_source,
+                           "reason": f"no face of at least {self.crop.min_face} px in any of "
+                                     f"{len(sampled.indices)} sampled frames"})
+        record["frames"] = rows
+        return record, best_crops, rows
+
+    def __call__(self, path) -> tuple[dict, list[np.ndarray], list[dict]]:
+        """Returns the record of one file (an ``error`` record when it cannot be read), its face crops (most
+        suspicious first) and, for a video, its frame rows."""
+        path = Path(path)
+        kind = "video" if path.suffix.lower() in VIDEO_SUFFIXES else "image"
+        try:
+            if not path.is_file():
+                raise DataError(f"{path} does not exist or is not a file.")
+            if path.stat().st_size == 0:
+                raise DataError(f"{path} is empty (0 bytes).")
+            if kind == "video":
+                return self.video(path)
+            record, crops = self.image(path)
+            return record, crops, []
+        except DataError as err:  # VideoError included: this input fails, the others go on
+            return {"path": str(path), "kind": kind, "decision": None, "prob_fake": None, "faces": [],
+                    "error": str(err)}, [], []
+
+
+def _output_name(index: int, path: Path) -> str:
+    """Returns a file-name stem for an input's figures: its position and name, safe on any file system."""
+    return f"{index:04d}_" + "".join(c if c.isalnum() or c in "-_." else "_" for c in path.name)[:80]
+
+
+def _save(fig, path: Path) -> str:
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return str(path)
+
+
+def _cam_figure(predictor: Predictor, crops, titles, path: Path, suptitle: str) -> str:
+    from dfcore.reporting import plot_overlays
+
+    side = predictor.image_size
+    start = time.perf_counter()
+    maps = predictor.cams(crops)
+    predictor._tick("cam", start)
+    shown = [cv2.resize(c, (side, side), interpolation=cv2.INTER_AREA) for c in crops]
+    return _save(plot_overlays(shown, maps, titles, suptitle=suptitle, ncols=len(crops)), path)
+
+
+def iter_predictions(predictor: Predictor, files, *, out_dir=None, cam: bool = False, cam_frames: int = 3):
+    """Yields one record per file (see `Predictor.__call__`), writing under ``out_dir`` (when given) its Grad-CAM
+    overlay (``cam``, which needs ``out_dir``) and, for a video, its confidence timeline."""
+    import pandas as pd
+
+    from dfcore.reporting import plot_timeline
+
+    if cam and not out_dir:
+        raise ValueError("cam=True writes overlay PNGs: give out_dir.")
+    out_dir = Path(out_dir) if out_dir else None
+    for index, path in enumerate(map(Path, files)):
+        record, crops, rows = predictor(path)
+        name = _output_name(index, path)
+        if out_dir and rows:
+            record["timeline"] = _save(plot_timeline(pd.DataFrame(rows), threshold=predictor.threshold,
+                                                     prob=record["prob_fake"], aggregate=predictor.aggregate,
+                                                     title=f"{path.name}: {record['decision']}"),
+                                       out_dir / "timelines" / f"{name}.png")
+        if cam and crops:
+            if record["kind"] == "video":  # the most suspicious frames
+                top = sorted(range(len(rows)), key=lambda i: -rows[i]["prob_fake"])[:cam_frames]
+                shown, titles = [crops[i] for i in top], [f"frame {rows[i]['frame']}: {rows[i]['prob_fake']:.3f}"
+                                                          for i in top]
+            else:
+                shown = crops[:4]
+                titles = [f"face {i}: {f['prob_fake']:.3f}" for i, f in enumerate(record["faces"][:4])]
+            record["cam"] = _cam_figure(predictor, shown, titles, out_dir / "cams" / f"{name}.png",
+                                        f"{path.name}: Grad-CAM of P(fake), {record['decision']}")
+        yield record
+
+
+def predict(paths, checkpoint, *, out_dir=None, cam: bool = False, frames: int = 32, threshold: float | None = None,
+            detect: bool = True, aggregate: str = "confident", device: str = "auto") -> list[dict]:
+    """Returns one record per image or video under ``paths`` (files, or folders searched recursively), scored by
+    the phase-2 ``checkpoint``: the Python face of ``python -m dfcore predict``, for JupyterLab."""
+    predictor = Predictor.load(checkpoint, device=device, threshold=threshold, detect=detect, frames=frames,
+                               aggregate=aggregate)
+    files, _ = list_inputs(paths)
+    return list(iter_predictions(predictor, files, out_dir=out_dir, cam=cam))
