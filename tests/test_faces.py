@@ -210,3 +210,18 @@ def test_notebook_01_turns_a_video_root_into_a_manifest_of_face_crops(video_root
     for name in ("01_faces_per_video", "01_faces_real", "01_faces_fake"):
         pixels = np.asarray(Image.open(out / "figures" / f"{name}.png").convert("L"), dtype=float)
         assert pixels.std() > 10, name
+
+
+def test_a_root_of_videos_is_an_extra_evaluation_set_scored_per_video(tmp_path):
+    from dfcore.evaluation import load_eval_set, scoring_units
+
+    root = tmp_path / "cross"
+    for i, cls in enumerate(("real", "fake")):
+        write_video(root / "test" / cls / f"v{i}.mp4", frames=5, variant=i)
+    with pytest.raises(DataError, match="crops_dir"):
+        load_eval_set(root)
+    name, manifest, crops_root = load_eval_set(root, crops_dir=tmp_path / "faces_eval", crop=FAST.as_dict())
+    assert name == "cross" and crops_root == tmp_path / "faces_eval" / "cross"
+    assert len(manifest) == 8 and set(manifest["split"]) == {"test"}
+    units, kind = scoring_units(manifest)
+    assert kind == "video" and set(units) == {"test/real/v0.mp4", "test/fake/v1.mp4"}

@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from dfcore.datasets import DataError, build_manifest, load_manifests
+from dfcore.datasets import CropSettings, DataError, build_manifest, crop_data_root, holds_videos, load_manifests
 from dfcore.datasets.manifest import SPLITS
 
 RESERVED = ("train", "val", "test")  # the study's own splits keep their names
 
 
-def load_eval_set(source, *, split: str = "all", exclude_sha256=()) -> tuple[str, pd.DataFrame, Path]:
+def load_eval_set(source, *, split: str = "all", exclude_sha256=(), crops_dir=None,
+                  crop: dict | None = None) -> tuple[str, pd.DataFrame, Path]:
     """Returns the name, manifest rows and data root of one extra evaluation set.
 
     ``source`` is a data root (read with `build_manifest` as an evaluation-only set: it needs no
@@ -21,7 +22,9 @@ def load_eval_set(source, *, split: str = "all", exclude_sha256=()) -> tuple[str
     kept once) or a folder of manifests written by notebook 01 (it holds ``info.json``).
     ``split`` keeps one of its splits, or ``'all'`` of them: a model trained elsewhere saw none.
     Images whose sha256 is in ``exclude_sha256`` (the study's training and validation images)
-    are left out with a warning.
+    are left out with a warning. A data root of videos has its faces cut first, under
+    ``crops_dir/<name>`` with ``crop`` (the study's own crop settings as stored in its
+    checkpoint; the defaults when None), and is scored per video.
     """
     source = Path(source)
     if split != "all" and split not in SPLITS:
@@ -30,7 +33,13 @@ def load_eval_set(source, *, split: str = "all", exclude_sha256=()) -> tuple[str
         frames, root = load_manifests(source)
         manifest = pd.concat(frames.values(), ignore_index=True)
     else:
-        manifest, root = build_manifest(source, on_leak="drop", eval_only=True).manifest, source
+        root = source
+        if holds_videos(source):
+            if crops_dir is None:
+                raise DataError(f"{source} holds videos: give crops_dir, where their face crops are written.")
+            settings = CropSettings(**crop) if crop else CropSettings()
+            root = crop_data_root(source, Path(crops_dir) / source.resolve().name, settings, eval_only=True).root
+        manifest = build_manifest(root, on_leak="drop", eval_only=True).manifest
     if split != "all":
         manifest = manifest[manifest["split"] == split]
     seen = manifest["sha256"].isin(set(exclude_sha256))
@@ -42,11 +51,13 @@ def load_eval_set(source, *, split: str = "all", exclude_sha256=()) -> tuple[str
     return root.resolve().name, manifest.reset_index(drop=True), root
 
 
-def load_eval_sets(sources, *, split: str = "all", exclude_sha256=()) -> dict[str, tuple[pd.DataFrame, Path]]:
+def load_eval_sets(sources, *, split: str = "all", exclude_sha256=(), crops_dir=None,
+                   crop: dict | None = None) -> dict[str, tuple[pd.DataFrame, Path]]:
     """Returns ``{name: (manifest, root)}`` for every source (see `load_eval_set`), names made unique."""
     sets = {}
     for source in sources:
-        name, manifest, root = load_eval_set(source, split=split, exclude_sha256=exclude_sha256)
+        name, manifest, root = load_eval_set(source, split=split, exclude_sha256=exclude_sha256, crops_dir=crops_dir,
+                                             crop=crop)
         unique, i = name, 1
         while unique in sets or unique in RESERVED:
             i += 1
