@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import torch
 
-from dfcore.checkpoint import CheckpointError, load_checkpoint
+from dfcore.checkpoint import CheckpointError
 from dfcore.datasets import CropSettings, DataError, FaceDetector, build_transforms, crop_face, read_frames
 from dfcore.datasets.faces import read_image_rgb
 from dfcore.datasets.manifest import IMAGE_SUFFIXES, VIDEO_SUFFIXES
@@ -80,14 +80,13 @@ class Predictor:
             raise ValueError(f"aggregate must be one of {AGGREGATIONS}, got {aggregate!r}")
         if threshold is not None and not 0 <= threshold <= 1:
             raise ValueError(f"--threshold is a P(fake) between 0 and 1, got {threshold}")
-        state = load_checkpoint(checkpoint, kind="classifier")  # weights_only: a pickle never runs code
+        dev = resolve_device(device)
+        model, state = load_classifier(checkpoint, device=dev)  # weights_only: a pickle never runs code
         if not decision_path(checkpoint).is_file():
             raise CheckpointError(
                 f"{checkpoint} has no decision rule ({decision_path(checkpoint).name} beside it, written by notebook "
                 "05 from the validation split): run `make reproduce` for its profile before predicting.")
         rule = load_decision_rule(checkpoint)
-        dev = resolve_device(device)
-        model, _ = load_classifier(checkpoint, device=dev)
         model = model.to(memory_format=torch.channels_last)
         cfg = data_config(model)
         stored = state.get("face_crop")
