@@ -57,13 +57,10 @@ def predict_command(args) -> int:
     from dfcore.inference import Predictor, iter_predictions, list_inputs
 
     out_dir = Path(args.out) if args.out else None
-    if out_dir and (out_dir / PREDICTIONS).exists():
-        if not args.overwrite:
-            print(f"error: {out_dir / PREDICTIONS} exists: pass --overwrite to replace it, or another --out.",
-                  file=sys.stderr)
-            return 2
-        for folder in ("cams", "timelines"):
-            shutil.rmtree(out_dir / folder, ignore_errors=True)
+    if out_dir and (out_dir / PREDICTIONS).exists() and not args.overwrite:
+        print(f"error: {out_dir / PREDICTIONS} exists: pass --overwrite to replace it, or another --out.",
+              file=sys.stderr)
+        return 2
     if args.cam and not out_dir:
         print("error: --cam writes overlay PNGs: give a folder for them with --out.", file=sys.stderr)
         return 2
@@ -86,6 +83,9 @@ def predict_command(args) -> int:
     records = []
     sink = None
     if out_dir:
+        if (out_dir / PREDICTIONS).exists():  # --overwrite, and the checkpoint and inputs are good: the old run goes
+            for folder in ("cams", "timelines"):
+                shutil.rmtree(out_dir / folder, ignore_errors=True)
         out_dir.mkdir(parents=True, exist_ok=True)
         sink = open(out_dir / PREDICTIONS, "w")
     try:

@@ -172,3 +172,17 @@ def test_python_function_equals_the_command(checkpoint, inputs):
     run = _run(inputs / "face.jpg", "--checkpoint", checkpoint)
     assert [json.loads(line) for line in run.stdout.splitlines()] == predict([inputs / "face.jpg"], checkpoint)
     assert main(["predict", str(inputs / "face.jpg"), "--checkpoint", str(checkpoint), "--cam"]) == 2  # needs --out
+
+
+def test_overwrite_replaces_the_old_run_only_once_the_checkpoint_loads(checkpoint, inputs, tmp_path):
+    out = tmp_path / "out"
+    assert main(["predict", str(inputs / "face.jpg"), "--checkpoint", str(checkpoint), "--out", str(out),
+                 "--cam"]) == 0
+    cams = sorted((out / "cams").iterdir())
+    assert len(cams) == 1
+    assert main(["predict", str(inputs / "face.jpg"), "--checkpoint", str(tmp_path / "typo.pt"), "--out", str(out),
+                 "--overwrite"]) == 2
+    assert sorted((out / "cams").iterdir()) == cams  # a bad checkpoint loses nothing
+    assert main(["predict", str(inputs / "face.jpg"), "--checkpoint", str(checkpoint), "--out", str(out),
+                 "--overwrite"]) == 0
+    assert not (out / "cams").exists() and len((out / "predictions.jsonl").read_text().splitlines()) == 1
