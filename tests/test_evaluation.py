@@ -208,3 +208,19 @@ def test_sets_of_video_crops_are_scored_per_video():
     assert kind == "video" and list(units) == ["a.mp4", "a.mp4", "b.mp4", "b.mp4"]
     units, kind = scoring_units(crops.drop(columns="video"))
     assert kind == "group" and set(units) == {"g1"}
+
+
+def test_the_index_lists_every_scored_set_with_frame_and_unit_auc(tmp_path):
+    import json
+
+    from dfcore.reporting.index import build_index
+
+    (tmp_path / "metrics").mkdir()
+    sets = {"val": {}, "test": {"n": 10, "raw@0.5": {"auc": 0.91},
+                                "groups": {"unit": "group", "units": 8, "mean": {"auc": 0.93}, "confident": {"auc": 0.92}}},
+            "ffpp_c23_videos": {"n": 96, "raw@0.5": {"auc": 0.7},
+                                "groups": {"unit": "video", "units": 7, "mean": {"auc": 0.81}, "confident": {"auc": 0.83}}}}
+    (tmp_path / "metrics" / "05_evaluation.json").write_text(json.dumps({"sets": sets}))
+    page = build_index(tmp_path)
+    assert "<td>ffpp_c23_videos</td><td>96</td><td>0.7000</td><td>video</td><td>7</td><td>0.8100</td><td>0.8300</td>" in page
+    assert "<td>val</td>" not in page

@@ -225,3 +225,14 @@ def test_a_root_of_videos_is_an_extra_evaluation_set_scored_per_video(tmp_path):
     assert len(manifest) == 8 and set(manifest["split"]) == {"test"}
     units, kind = scoring_units(manifest)
     assert kind == "video" and set(units) == {"test/real/v0.mp4", "test/fake/v1.mp4"}
+
+
+def test_an_extra_set_can_take_only_some_videos_of_a_folder_under_its_own_name(tmp_path):
+    from dfcore.evaluation import load_eval_set
+
+    root = tmp_path / "mixed"
+    for i, name in enumerate(("real/ffpp_c23_a.mp4", "fake/ffpp_c23_b.mp4", "fake/dfdc_c.mp4")):
+        write_video(root / name, frames=4, variant=i)
+    name, manifest, _ = load_eval_set({"path": str(root), "include": "*/ffpp_c23_*", "name": "ffpp"},
+                                      crops_dir=tmp_path / "faces_eval", crop=FAST.as_dict())
+    assert name == "ffpp" and set(manifest["video"]) == {"real/ffpp_c23_a.mp4", "fake/ffpp_c23_b.mp4"}

@@ -1,5 +1,6 @@
 """Data: manifests from data roots, the built-in demo set, torch datasets and transforms."""
 
+from dfcore.datasets.blending import TRAIN_FAKES, BlendSettings, SelfBlender, training_rows
 from dfcore.datasets.demo import make_demo_set
 from dfcore.datasets.faces import CropSettings, FaceDetector, crop_data_root, crop_face, holds_videos, sample_crops
 from dfcore.datasets.manifest import (
@@ -10,13 +11,24 @@ from dfcore.datasets.manifest import (
     save_manifests,
 )
 from dfcore.datasets.video import VideoError, read_frames
-from dfcore.datasets.dataset import ManifestDataset, make_loader, read_rgb, seed_augmentation, split_loader
+from dfcore.datasets.dataset import (
+    BlendedDataset,
+    ManifestDataset,
+    make_loader,
+    read_rgb,
+    seed_augmentation,
+    split_loader,
+)
 from dfcore.datasets.transforms import build_transforms
 
 __all__ = [
+    "TRAIN_FAKES",
+    "BlendSettings",
+    "BlendedDataset",
     "CropSettings",
     "DataError",
     "FaceDetector",
+    "SelfBlender",
     "VideoError",
     "ManifestDataset",
     "build_manifest",
@@ -34,4 +46,5 @@ __all__ = [
     "save_manifests",
     "seed_augmentation",
     "split_loader",
+    "training_rows",
 ]

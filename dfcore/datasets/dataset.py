@@ -10,6 +10,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
+from dfcore.datasets.blending import BlendSettings, SelfBlender, parse_landmarks, training_rows
 from dfcore.datasets.manifest import DataError
 from dfcore.datasets.transforms import build_transforms
 
@@ -39,11 +40,47 @@ class ManifestDataset(Dataset):
         return image, int(row["label"])
 
 
+class BlendedDataset(ManifestDataset):
+    """Yields ``(image_tensor, label)`` for `training_rows`: a synthetic row is its real face self-blended."""
+
+    def __init__(self, manifest: pd.DataFrame, root, transform, *, fakes: str = "sbi",
+                 settings: BlendSettings = BlendSettings(), seed: int = 0):
+        super().__init__(training_rows(manifest, fakes), root, transform)
+        self.blender = SelfBlender(settings, seed)
+        column = self.manifest["landmarks"] if "landmarks" in self.manifest else [None] * len(self.manifest)
+        self._landmarks = [parse_landmarks(v) for v in column]
+
+    def raw(self, index: int) -> tuple[np.ndarray, np.ndarray | None, int]:
+        """Returns the image before the training transform, its blend mask (None for a stored image) and label."""
+        row = self.manifest.iloc[index]
+        image = read_rgb(self.root / row["path"])
+        if not row["synthetic"]:
+            return image, None, int(row["label"])
+        fake, mask = self.blender(image, self._landmarks[index])
+        return fake, mask, int(row["label"])
+
+    def __getitem__(self, index: int):
+        image, _, label = self.raw(index)
+        return self.transform(image=image)["image"], label
+
+    def examples(self, n: int) -> tuple[list[np.ndarray], list[str]]:
+        """Returns ``n`` real faces each followed by its pseudo-fake and blend mask (as images), with titles."""
+        synthetic = np.flatnonzero(self.manifest["synthetic"].to_numpy())[:n]
+        images, titles = [], []
+        for index in synthetic:
+            fake, mask, _ = self.raw(index)
+            images += [read_rgb(self.root / self.manifest["path"].iloc[index]), fake,
+                       np.repeat((mask * 255).astype(np.uint8), 3, axis=2)]
+            titles += ["real", "self-blended", "blend mask"]
+        return images, titles
+
+
 def seed_augmentation(dataset, seed: int) -> None:
-    """Seeds the albumentations transform of ``dataset``, if it has one (it keeps its own generators)."""
-    transform = getattr(dataset, "transform", None)
-    if hasattr(transform, "set_random_seed"):
-        transform.set_random_seed(seed)
+    """Seeds the albumentations transform of ``dataset`` and its self-blender, where it has them (both keep
+    their own generators)."""
+    for part in (getattr(dataset, "transform", None), getattr(dataset, "blender", None)):
+        if hasattr(part, "set_random_seed"):
+            part.set_random_seed(seed)
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -106,11 +143,20 @@ def split_loader(
     seed: int = 0,
     num_workers: int = 0,
     labels: tuple[int, ...] | None = None,
+    fakes: str = "real",
+    blend: BlendSettings = BlendSettings(),
 ) -> DataLoader:
-    """Returns the loader of one split of the manifests (optionally only some labels), with the study's transforms."""
+    """Returns the loader of one split of the manifests (optionally only some labels), with the study's transforms.
+
+    ``fakes`` (training only): 'real' (the data's fakes), 'sbi' (real faces and their self-blended
+    pseudo-fakes) or 'mixed' (both); see `dfcore.datasets.blending.training_rows`.
+    """
     frame = manifests[split]
     if labels is not None:
         frame = frame[frame["label"].isin(labels)]
     transform = build_transforms(image_size, mean, std, train=train, augment=augment, seed=seed)
-    dataset = ManifestDataset(frame, root, transform)
+    if train and fakes != "real":
+        dataset = BlendedDataset(frame, root, transform, fakes=fakes, settings=blend, seed=seed)
+    else:
+        dataset = ManifestDataset(frame, root, transform)
     return make_loader(dataset, batch_size=batch_size, train=train, num_workers=num_workers, seed=seed, balance=balance)

@@ -31,6 +31,8 @@ import pandas as pd
 import skimage.data
 from PIL import Image
 
+from dfcore.datasets.blending import blend, random_ellipse_mask, source_perturbation
+
 # Photographs (not drawings or renderings) shipped inside the scikit-image and matplotlib wheels.
 _COLOUR = ["astronaut.png", "chelsea.png", "coffee.png", "hubble_deep_field.jpg", "ihc.png",
            "motorcycle_left.png", "rocket.jpg", "retina.jpg", "grace_hopper.jpg"]
@@ -72,56 +74,20 @@ def _random_crop(photo: np.ndarray, size: int, rng: np.random.Generator) -> np.n
     return cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
 
 
-def _soft_mask(size: int, rng: np.random.Generator) -> np.ndarray:
-    """Returns a soft elliptical blending mask in [0, 1], HxWx1, at a random place, size and angle."""
-    mask = np.zeros((size, size), np.float32)
-    centre = tuple(int(v) for v in rng.uniform(0.35, 0.65, 2) * size)
-    axes = tuple(int(v) for v in rng.uniform(0.15, 0.32, 2) * size)
-    cv2.ellipse(mask, centre, axes, float(rng.uniform(0, 180)), 0, 360, 1.0, -1)
-    sigma = rng.uniform(0.01, 0.04) * size
-    mask = cv2.GaussianBlur(mask, (0, 0), sigma)
-    mask *= rng.uniform(0.8, 1.0)  # blend ratio, as in SBI
-    return mask[..., None]
-
-
-def _blend(target: np.ndarray, source: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    out = mask * source.astype(np.float32) + (1 - mask) * target.astype(np.float32)
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
-
-
-def _sbi_perturbation(seed: int) -> A.Compose:
-    """The source-side perturbation of self-blending: colour, sharpness, a slight warp."""
-    return A.Compose(
-        [
-            A.OneOf([
-                A.RGBShift(r_shift_limit=30, g_shift_limit=30, b_shift_limit=30, p=1),
-                A.HueSaturationValue(hue_shift_limit=15, sat_shift_limit=30, val_shift_limit=30, p=1),
-                A.RandomBrightnessContrast(brightness_limit=(0.15, 0.3), contrast_limit=0.2, p=1),
-            ], p=1),
-            A.OneOf([
-                A.GaussianBlur(blur_limit=(5, 9), p=1),
-                A.Sharpen(alpha=(0.5, 0.8), p=1),
-            ], p=1),
-            A.Affine(scale=(0.9, 1.1), translate_percent=(-0.05, 0.05), p=1),
-        ],
-        seed=seed,
-    )
-
-
 def self_blend(image: np.ndarray, perturb: A.Compose, rng: np.random.Generator) -> np.ndarray:
     """Returns ``image`` with a perturbed copy of a region of itself blended back in."""
     source = perturb(image=image)["image"]
-    return _blend(image, source, _soft_mask(image.shape[0], rng))
+    return blend(image, source, random_ellipse_mask(image.shape[0], rng))
 
 
 def swap(target: np.ndarray, donor: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Returns ``target`` with a region of ``donor`` blended in, its colour matched part of the way."""
-    mask = _soft_mask(target.shape[0], rng)
+    mask = random_ellipse_mask(target.shape[0], rng)
     weights = mask / mask.sum()
     t_mean = (target * weights).sum((0, 1))
     d_mean = (donor * weights).sum((0, 1))
     matched = donor.astype(np.float32) + rng.uniform(0.3, 0.7) * (t_mean - d_mean)
-    return _blend(target, matched, mask)
+    return blend(target, matched, mask)
 
 
 def make_demo_set(out_dir, *, seed: int = 0, image_size: int = 96, crops_per_photo: int = 40) -> Path:
@@ -139,7 +105,7 @@ def make_demo_set(out_dir, *, seed: int = 0, image_size: int = 96, crops_per_pho
         shutil.rmtree(out_dir)
     rng = np.random.default_rng(seed)
     split_of = _assign_splits(rng)
-    perturb = _sbi_perturbation(seed)
+    perturb = source_perturbation(seed)
     photos = {name: _load_photo(name) for name in _COLOUR + _GREY}
     rows = []
     for name in _COLOUR + _GREY:

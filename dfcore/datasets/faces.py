@@ -8,6 +8,7 @@ model is always shown faces cut the way it was trained on.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import shutil
@@ -231,7 +232,7 @@ def _crop_source(path: Path, kind: str, detector: FaceDetector, settings: CropSe
 
 
 def crop_data_root(root, out_dir, settings: CropSettings = CropSettings(), *, device: str = "cpu",
-                   eval_only: bool = False, progress: bool = True) -> CropResult:
+                   eval_only: bool = False, include: str | None = None, progress: bool = True) -> CropResult:
     """Returns the data root of face crops made under ``out_dir`` from the videos and photographs under ``root``.
 
     ``root`` has one of the layouts `build_manifest` reads (Kaggle split folders, ``real/`` +
@@ -241,7 +242,8 @@ def crop_data_root(root, out_dir, settings: CropSettings = CropSettings(), *, de
     (``<source path>/f<frame>_<face>.jpg``), and ``out_dir/metadata.csv`` gives each crop its
     source's label and group, the frame, box and landmarks. A source already cropped with the
     same content and settings is reused. A source that cannot be decoded, has no frame or shows
-    no face is named in the result's ``failed`` and left out; the others go on.
+    no face is named in the result's ``failed`` and left out; the others go on. ``include`` (a
+    glob on the path relative to ``root``) keeps only the sources that match it.
     """
     root, out_dir = Path(root), Path(out_dir)
     if not root.is_dir():
@@ -249,6 +251,8 @@ def crop_data_root(root, out_dir, settings: CropSettings = CropSettings(), *, de
     layout, videos = list_layout(root, VIDEO_SUFFIXES, all_splits=not eval_only)
     _, photos = list_layout(root, IMAGE_SUFFIXES, all_splits=not eval_only)
     sources = pd.concat([videos.assign(kind="video"), photos.assign(kind="photo")], ignore_index=True)
+    if include:
+        sources = sources[sources["path"].map(lambda p: fnmatch.fnmatch(p, include))].reset_index(drop=True)
     if sources.empty:
         raise DataError(f"No videos ({', '.join(sorted(VIDEO_SUFFIXES))}) or images found under {root}.")
     sources, group_rule = apply_metadata(root, sources, layout)

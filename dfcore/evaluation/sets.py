@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import warnings
 from pathlib import Path
 
@@ -25,7 +26,15 @@ def load_eval_set(source, *, split: str = "all", exclude_sha256=(), crops_dir=No
     are left out with a warning. A data root of videos has its faces cut first, under
     ``crops_dir/<name>`` with ``crop`` (the study's own crop settings as stored in its
     checkpoint; the defaults when None), and is scored per video.
+
+    ``source`` may also be a mapping ``{path: ..., include: glob, name: ...}``: only the files
+    whose path (relative to the root) matches ``include`` are scored (the FaceForensics++ c23
+    videos of a mixed folder, say), under ``name``.
     """
+    include, name = None, None
+    if isinstance(source, dict):
+        include, name = source.get("include"), source.get("name")
+        source = source["path"]
     source = Path(source)
     if split != "all" and split not in SPLITS:
         raise ValueError(f"split must be 'all' or one of {SPLITS}, got {split!r}")
@@ -38,8 +47,12 @@ def load_eval_set(source, *, split: str = "all", exclude_sha256=(), crops_dir=No
             if crops_dir is None:
                 raise DataError(f"{source} holds videos: give crops_dir, where their face crops are written.")
             settings = CropSettings(**crop) if crop else CropSettings()
-            root = crop_data_root(source, Path(crops_dir) / source.resolve().name, settings, eval_only=True).root
+            folder = Path(crops_dir) / (name or source.resolve().name)
+            root = crop_data_root(source, folder, settings, eval_only=True, include=include).root
+            include = None  # the crops are of the included videos only
         manifest = build_manifest(root, on_leak="drop", eval_only=True).manifest
+    if include:
+        manifest = manifest[manifest["path"].map(lambda p: fnmatch.fnmatch(p, include))]
     if split != "all":
         manifest = manifest[manifest["split"] == split]
     seen = manifest["sha256"].isin(set(exclude_sha256))
@@ -48,7 +61,7 @@ def load_eval_set(source, *, split: str = "all", exclude_sha256=(), crops_dir=No
         manifest = manifest[~seen]
     if manifest.empty:
         raise DataError(f"{source} has no images left to evaluate (split {split!r}).")
-    return root.resolve().name, manifest.reset_index(drop=True), root
+    return name or root.resolve().name, manifest.reset_index(drop=True), root
 
 
 def load_eval_sets(sources, *, split: str = "all", exclude_sha256=(), crops_dir=None,

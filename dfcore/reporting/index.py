@@ -71,6 +71,25 @@ def _fmt(value) -> str:
     return html.escape(str(value))
 
 
+def _sets_table(reports_dir: Path) -> str:
+    """Returns an HTML table of every scored set of notebook 05 (the study's test split and the cross-dataset
+    ones): frame-level AUC and unit-level (video or group) AUC by both aggregations; empty before notebook 05."""
+    path = reports_dir / "metrics" / "05_evaluation.json"
+    if not path.exists():
+        return ""
+    sets = json.loads(path.read_text()).get("sets", {})
+    rows = []
+    for name, result in sets.items():
+        if name == "val":
+            continue
+        groups = result.get("groups", {})
+        cells = [result.get("n"), result.get("raw@0.5", {}).get("auc"), groups.get("unit", "group"),
+                 groups.get("units"), groups.get("mean", {}).get("auc"), groups.get("confident", {}).get("auc")]
+        rows.append(f"<tr><td>{html.escape(name)}</td>" + "".join(f"<td>{_fmt(c)}</td>" for c in cells) + "</tr>")
+    return ("<h2>Scored sets (notebook 05)</h2><table><tr><th>set</th><th>images</th><th>frame AUC</th><th>unit</th>"
+            "<th>units</th><th>unit AUC (mean)</th><th>unit AUC (confident)</th></tr>" + "".join(rows) + "</table>")
+
+
 def build_index(reports_dir) -> str:
     """Returns the HTML of the report index: each stage's report link and its headline numbers."""
     reports_dir = Path(reports_dir)
@@ -91,6 +110,7 @@ border-bottom:1px solid #ddd}} .note{{background:#fff4d6;padding:.6em}}</style><
 <table><tr><th>stage</th><th>headline numbers</th></tr>
 {''.join(rows)}
 </table>
+{_sets_table(reports_dir)}
 <p><a href="run_manifest.json">run_manifest.json</a>: git commit, package versions, parameters, data manifest hashes.</p>
 </body></html>
 """
