@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -52,3 +55,55 @@ def load_checkpoint(path, *, backbone: str | None = None, kind: str | None = Non
     if kind is not None and state.get("kind") != kind:
         raise CheckpointError(f"{path} is a '{state.get('kind')}' checkpoint, not a '{kind}' one.")
     return state
+
+
+_NOT_THE_RUN = ("resume",)  # parameters that do not change what a run computes
+# The code a training run's numbers depend on; reporting, explanations and prediction are not in it, so
+# editing a figure re-runs a training notebook in seconds (its finished run is resumed, not repeated).
+_TRAINING_CODE = ("datasets", "models", "trainers", "evaluation/metrics.py", "evaluation/predict.py", "runtime.py",
+                  "checkpoint.py")
+
+
+def training_code_sha256() -> str:
+    """Returns one sha256 over the source files of the code that training depends on (`_TRAINING_CODE`)."""
+    package = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for part in _TRAINING_CODE:
+        for path in sorted((package / part).rglob("*.py")) if (package / part).is_dir() else [package / part]:
+            digest.update(path.relative_to(package).as_posix().encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+def run_key(meta: dict) -> str:
+    """Returns the sha256 of what makes a training run this run: ``meta`` (backbone, resolved parameters, the data
+    manifests' hash, ...) with ``resume`` left out, and the training code."""
+    params = {k: v for k, v in (meta.get("params") or {}).items() if k not in _NOT_THE_RUN}
+    payload = {**{k: v for k, v in meta.items() if k != "params"}, "params": params, "code": training_code_sha256()}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def resumable_state(out_dir, meta: dict, *, resume: bool, kind: str) -> dict | None:
+    """Returns the ``last.pt`` state of an interrupted run to continue from, or None to start fresh.
+
+    With ``resume``, a ``last.pt`` of the same run (same `run_key`: parameters, data and training
+    code) is continued; a finished one is then simply read back. Any other earlier run in ``out_dir`` (other parameters or data, an unreadable
+    checkpoint, or ``resume`` off) is moved aside to ``<out_dir>.replaced-<time>``, with a
+    printed note, so that nothing computed is lost.
+    """
+    out_dir = Path(out_dir)
+    last = out_dir / "last.pt"
+    if not last.exists():
+        return None
+    try:
+        state = load_checkpoint(last, backbone=meta.get("backbone"), kind=kind)
+    except CheckpointError:
+        state = {}
+    if resume and state.get("run_key") == run_key(meta):
+        print(f"Resuming the interrupted run in {out_dir} after epoch {state['epoch']} (same parameters and data).")
+        return state
+    aside = out_dir.with_name(f"{out_dir.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+    out_dir.rename(aside)
+    out_dir.mkdir(parents=True)
+    why = "resume is off" if not resume else "it was made with other parameters or data"
+    print(f"{out_dir} held an earlier run ({why}): kept aside as {aside}; starting fresh.")
+    return None

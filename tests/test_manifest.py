@@ -102,8 +102,10 @@ def test_save_and_load_round_trip(kaggle_root, tmp_path):
     save_manifests(result, tmp_path / "manifests")
     frames, root = load_manifests(tmp_path / "manifests")
     assert root == kaggle_root
-    assert sum(len(f) for f in frames.values()) == len(result.manifest)
-    assert (frames["val"]["split"] == "val").all()
+    for split, frame in frames.items():  # each file holds exactly its split's rows, every column intact
+        expected = result.manifest[result.manifest["split"] == split].reset_index(drop=True)
+        pd.testing.assert_frame_equal(frame, expected, check_dtype=False)
+    assert sum(len(f) for f in frames.values()) == len(result.manifest) == 18
 
 
 def test_planted_corrupt_jpeg_and_duplicate_in_a_copy_of_the_demo_set(tmp_path):

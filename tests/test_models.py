@@ -55,6 +55,42 @@ def test_checkpoint_write_is_atomic_and_round_trips(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
 
 
+def test_a_crash_half_way_through_a_checkpoint_write_leaves_the_old_file_whole(tmp_path, monkeypatch):
+    path = save_checkpoint({"kind": "classifier", "epoch": 1}, tmp_path / "last.pt")
+    before = path.read_bytes()
+
+    def crash(obj, f, *args, **kwargs):
+        with open(f, "wb") as out:
+            out.write(before[: len(before) // 2])  # half a file, then the process "dies"
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint({"kind": "classifier", "epoch": 2}, path)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+    monkeypatch.undo()
+    assert load_checkpoint(path)["epoch"] == 1
+
+
+@pytest.mark.parametrize("name", ["mobilenetv2_100", "tf_efficientnet_lite0", "resnet10t"])
+def test_a_timm_weights_file_written_here_is_loaded_through_the_local_file_path(tmp_path, name):
+    from safetensors.torch import save_file
+
+    import timm
+
+    torch.manual_seed(1)
+    imagenet = timm.create_model(name, num_classes=1000)  # stands in for a downloaded timm weights file
+    path = tmp_path / f"{name}.safetensors"
+    save_file({k: v.contiguous() for k, v in imagenet.state_dict().items()}, path)
+    model = build_model(name, pretrained_file=path)
+    head = classifier_names(model)
+    expected = imagenet.state_dict()
+    body = [k for k in model.state_dict() if k not in head and k in expected]
+    assert len(body) == len(expected) - len(head) and body
+    assert all(torch.equal(model.state_dict()[k], expected[k]) for k in body)
+    assert model.get_classifier().out_features == 2 and model.get_classifier().weight.std() < 0.02
+
+
 @pytest.mark.parametrize("name", ["mobilenetv2_100", "tf_efficientnet_lite0"])
 def test_local_imagenet_weights_file_is_loaded(shared_dir, name):
     path = shared_dir / "weights" / f"{name}.imagenet.safetensors"

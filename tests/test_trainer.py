@@ -149,3 +149,82 @@ def test_class_weights_balance_what_the_loss_sees():
     assert class_weights(labels, "sampler")[1:] == (True, 0.5)
     with pytest.raises(ValueError, match="balance must be"):
         class_weights(labels, "oversample")
+
+
+_TRAIN_SCRIPT = """
+import sys, time, torch
+from torch.utils.data import DataLoader, Dataset
+from dfcore.models import build_model
+from dfcore.runtime import seed_everything
+from dfcore.trainers import build_optimizer, build_scheduler, fit
+
+class Slow(Dataset):  # 5 ms an image, so that an epoch lasts long enough to be killed in
+    def __init__(self, x, y): self.x, self.y = x, y
+    def __len__(self): return len(self.y)
+    def __getitem__(self, i):
+        time.sleep(0.005)
+        return self.x[i], self.y[i]
+
+torch.set_num_threads(1)
+seed_everything(0)
+g = torch.Generator().manual_seed(0)
+x = torch.randn(160, 3, 32, 32, generator=g)
+y = torch.arange(160) % 2
+x[y == 1, 0] += 1.5
+train = DataLoader(Slow(x[:128], y[:128]), batch_size=16, shuffle=True, generator=torch.Generator())
+val = DataLoader(Slow(x[128:], y[128:]), batch_size=32)
+model = build_model("resnet10t")
+opt = build_optimizer(model, lr_head=3e-3, lr_backbone=3e-3)
+sched = build_scheduler(opt, epochs=4, steps_per_epoch=len(train), warmup_epochs=1)
+fit(model, train, val, optimizer=opt, scheduler=sched, epochs=4, out_dir=sys.argv[1], device=torch.device("cpu"),
+    patience=10, resume=True, meta={"backbone": "resnet10t", "image_size": 32, "params": {"lr": 3e-3, "resume": True}})
+"""
+
+
+def _train(out, *, kill_after_epochs=None):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    process = subprocess.Popen([sys.executable, "-c", _TRAIN_SCRIPT, str(out)], stdout=subprocess.PIPE, text=True)
+    if kill_after_epochs is None:
+        assert process.wait(timeout=300) == 0
+        return process.stdout.read()
+    history = out / "history.csv"
+    while not (history.exists() and len(history.read_text().splitlines()) > kill_after_epochs):
+        assert process.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)  # in the middle of the next epoch
+    process.wait(timeout=60)
+    return process.stdout.read()
+
+
+def test_a_run_killed_mid_epoch_continues_by_itself_to_the_uninterrupted_result(tmp_path):
+    _train(tmp_path / "full")
+    _train(tmp_path / "cut", kill_after_epochs=1)
+    assert len(pd.read_csv(tmp_path / "cut" / "history.csv")) < 4
+    log = _train(tmp_path / "cut")  # the same command again: no resume flag to set
+    assert "Resuming the interrupted run" in log
+    full = pd.read_csv(tmp_path / "full" / "history.csv").drop(columns="train_images_per_s")
+    resumed = pd.read_csv(tmp_path / "cut" / "history.csv").drop(columns="train_images_per_s")
+    pd.testing.assert_frame_equal(full, resumed)
+    a = torch.load(tmp_path / "full" / "best.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "cut" / "best.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_run_with_other_parameters_starts_fresh_and_keeps_the_old_one_aside(tmp_path, capsys):
+    _run(tmp_path / "run", epochs=2)
+    stale = (tmp_path / "run" / "last.pt").read_bytes()
+    seed_everything(0)
+    model = build_model("resnet10t")
+    train, val = _loaders()
+    opt = build_optimizer(model, lr_head=1e-3, lr_backbone=1e-3)
+    sched = build_scheduler(opt, epochs=2, steps_per_epoch=len(train))
+    history = fit(model, train, val, optimizer=opt, scheduler=sched, epochs=2, out_dir=tmp_path / "run", device=CPU,
+                  resume=True, meta={"backbone": "resnet10t", "image_size": 32, "params": {"lr": 1e-3}})
+    assert list(history["epoch"]) == [0, 1]  # trained from the start
+    assert "kept aside" in capsys.readouterr().out
+    (aside,) = tmp_path.glob("run.replaced-*")
+    assert (aside / "last.pt").read_bytes() == stale

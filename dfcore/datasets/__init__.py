@@ -8,6 +8,7 @@ from dfcore.datasets.manifest import (
     build_manifest,
     load_manifests,
     manifest_info,
+    manifests_sha256,
     save_manifests,
 )
 from dfcore.datasets.video import VideoError, read_frames
@@ -40,6 +41,7 @@ __all__ = [
     "make_demo_set",
     "make_loader",
     "manifest_info",
+    "manifests_sha256",
     "read_frames",
     "read_rgb",
     "sample_crops",

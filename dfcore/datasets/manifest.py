@@ -408,6 +408,15 @@ def manifest_info(manifest_dir) -> dict:
     return json.loads(info_path.read_text())
 
 
+def manifests_sha256(manifests: dict[str, pd.DataFrame]) -> str:
+    """Returns one sha256 over every split's rows (path, label, split, group, content hash): what a run trained on."""
+    digest = hashlib.sha256()
+    for split in sorted(manifests):
+        rows = manifests[split][["path", "label", "split", "group", "sha256"]].astype(str)
+        digest.update(rows.to_csv(index=False).encode())
+    return digest.hexdigest()
+
+
 def load_manifests(manifest_dir) -> tuple[dict[str, pd.DataFrame], Path]:
     """Returns the per-split manifests written by `save_manifests` and the data root they refer to."""
     manifest_dir = Path(manifest_dir)

@@ -18,7 +18,7 @@ from timm.scheduler import CosineLRScheduler
 from tqdm import tqdm
 
 from dfcore import LABELS
-from dfcore.checkpoint import load_checkpoint, save_checkpoint
+from dfcore.checkpoint import resumable_state, run_key, save_checkpoint
 from dfcore.datasets import seed_augmentation
 from dfcore.evaluation import binary_metrics, predict
 from dfcore.runtime import autocast
@@ -206,16 +206,17 @@ def fit(
 
     Writes ``history.csv``, ``last.pt`` (every epoch) and ``best.pt`` (best validation AUC)
     under ``out_dir``. ``meta`` (backbone name, image size, resolved parameters, ...) is
-    stored in both checkpoints with the label map. With ``resume``, continues from
-    ``last.pt``.
+    stored in both checkpoints with the label map. With ``resume``, continues from the
+    ``last.pt`` of an interrupted run with the same ``meta`` (see `resumable_state`); any
+    other earlier run there is kept aside, never overwritten.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     meta = dict(meta or {})
     scaler = grad_scaler(dtype)
     history, start_epoch, best, stale, step = [], 0, -math.inf, 0, 0
-    if resume and (out_dir / "last.pt").exists():
-        state = load_checkpoint(out_dir / "last.pt", backbone=meta.get("backbone"), kind="classifier")
+    state = resumable_state(out_dir, meta, resume=resume, kind="classifier")
+    if state is not None:
         restore(state, model, optimizer, scheduler, scaler)
         start_epoch, best, stale, step = state["epoch"] + 1, state["best_metric"], state["stale"], state["step"]
         history = pd.read_csv(out_dir / "history.csv").to_dict("records")[:start_epoch]
@@ -234,7 +235,7 @@ def fit(
                         "val_auc": val["auc"], "val_accuracy": val["accuracy"], **lrs,
                         "train_images_per_s": train["images_per_s"]})
         state = {
-            **meta, "kind": "classifier", "label_map": LABELS, "model": model.state_dict(),
+            **meta, "kind": "classifier", "run_key": run_key(meta), "label_map": LABELS, "model": model.state_dict(),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict() if scaler is not None else None,
             "epoch": epoch, "step": step, "best_metric": best, "stale": stale, "val": val,

@@ -32,7 +32,7 @@ from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 from tqdm import tqdm
 
-from dfcore.checkpoint import load_checkpoint, save_checkpoint
+from dfcore.checkpoint import load_checkpoint, resumable_state, run_key, save_checkpoint
 from dfcore.models import classifier_names
 from dfcore.runtime import autocast
 from dfcore.trainers.classifier import (
@@ -257,7 +257,8 @@ def pretrain(
     """Pretrains ``mim`` and returns the per-epoch loss history.
 
     Writes ``history.csv``, ``steps.csv`` (loss and LR per step), ``last.pt`` (the whole MIM
-    state, for ``resume``) and ``backbone.pt`` (the encoder alone, what notebook 03 loads)
+    state, for ``resume``: an interrupted run with the same ``meta`` continues, any other earlier
+    run is kept aside) and ``backbone.pt`` (the encoder alone, what notebook 03 loads)
     under ``out_dir``. With a fixed
     batch of ``watch`` images (validation ones), each epoch also records their masked loss
     (``val_loss``, one fixed mask), and ``reconstructions.pt`` keeps their reconstructions after
@@ -273,8 +274,8 @@ def pretrain(
     if watch is not None:
         shown = {"kind": "mim-reconstructions", "images": watch.cpu(),
                  "mask": mim.random_mask(watch.cpu(), torch.Generator().manual_seed(seed)), "recon": {}}
-    if resume and (out_dir / "last.pt").exists():
-        state = load_checkpoint(out_dir / "last.pt", backbone=meta.get("backbone"), kind="mim-state")
+    state = resumable_state(out_dir, meta, resume=resume, kind="mim-state")
+    if state is not None:
         restore(state, mim, optimizer, scheduler, scaler)
         start_epoch, step = state["epoch"] + 1, state["step"]
         history = pd.read_csv(out_dir / "history.csv").to_dict("records")[:start_epoch]
@@ -309,7 +310,8 @@ def pretrain(
                 shown["recon"][epoch + 1] = recon
             save_checkpoint(shown, out_dir / "reconstructions.pt")
         history.append(row)
-        save_checkpoint({**meta, "kind": "mim-state", "model": mim.state_dict(), "optimizer": optimizer.state_dict(),
+        save_checkpoint({**meta, "kind": "mim-state", "run_key": run_key(meta), "model": mim.state_dict(),
+                         "optimizer": optimizer.state_dict(),
                          "scheduler": scheduler.state_dict(), "epoch": epoch, "step": step,
                          "scaler": scaler.state_dict() if scaler is not None else None}, out_dir / "last.pt")
         pd.DataFrame(history).to_csv(out_dir / "history.csv", index=False)
