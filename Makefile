@@ -16,7 +16,8 @@ PYTEST_ARGS ?=
 
 PY      := $(VENV)/bin/python
 OUT     := $(REPORTS_ROOT)/$(PROFILE)
-STAGES  := 01_data_manifests 02_mim_pretrain 03_phase1_head 04_phase2_finetune 05_evaluation 06_gradcam_gallery
+# The stages are the numbered notebooks (dfcore.params.stages reads the same list).
+STAGES  := $(sort $(basename $(notdir $(wildcard notebooks/[0-9][0-9]_*.ipynb))))
 EXECUTED := $(foreach s,$(STAGES),$(OUT)/executed/$(s).ipynb)
 HTML     := $(foreach s,$(STAGES),$(OUT)/html/$(s).html)
 DFCORE_SRC := $(shell find dfcore -name '*.py' 2>/dev/null)
@@ -60,15 +61,16 @@ $(OUT)/executed/05_evaluation.ipynb: $(OUT)/executed/04_phase2_finetune.ipynb
 $(OUT)/executed/06_gradcam_gallery.ipynb: $(OUT)/executed/05_evaluation.ipynb
 $(OUT)/executed/01_data_manifests.ipynb: $(OUT)/.data_dir
 
-# Parameters, later files winning: common, the notebook's own, the profile's, then make's.
+# Parameters, later files winning: common, the notebook's own, the profile's, then make's; layered by
+# `python -m dfcore params` (dfcore.params, which the benchmarks use too) into $(OUT)/params/<stage>.yaml.
 # papermill writes to a temp file that replaces the target only on success; a failed run
-# keeps its partial notebook as <stage>.failed.ipynb for inspection.
+# keeps its partial notebook as <stage>.failed.ipynb for inspection. A training stage re-run with the
+# same parameters, data and training code reads its finished run back instead of training again.
 $(OUT)/executed/%.ipynb: notebooks/%.ipynb params/common.yaml $$(wildcard params/%.yaml) $$(wildcard params/profiles/$(PROFILE)/%.yaml) $(DFCORE_SRC) $(STAMP) | profile-exists
-	@mkdir -p $(@D)
+	@mkdir -p $(@D) $(OUT)/params
 	@echo "=== $* (profile $(PROFILE))"
-	$(VENV)/bin/papermill $< $(@D)/$*.failed.ipynb -k python3 --cwd . --no-progress-bar \
-	  -f params/common.yaml $(addprefix -f ,$(wildcard params/$*.yaml params/profiles/$(PROFILE)/$*.yaml)) \
-	  -p profile $(PROFILE) -p reports_root $(REPORTS_ROOT) \
+	$(PY) -m dfcore params $* --profile $(PROFILE) --set reports_root "$(REPORTS_ROOT)" > $(OUT)/params/$*.yaml
+	$(VENV)/bin/papermill $< $(@D)/$*.failed.ipynb -k python3 --cwd . --no-progress-bar -f $(OUT)/params/$*.yaml \
 	  $(if $(and $(DATA_DIR),$(filter 01_data_manifests,$*)),-r data_dir "$(DATA_DIR)")
 	@mv $(@D)/$*.failed.ipynb $@
 

@@ -1,4 +1,5 @@
-"""``python -m dfcore``: the study's commands. ``predict`` scores images, folders and videos with a trained study."""
+"""``python -m dfcore``: the study's commands. ``predict`` scores images, folders and videos with a trained study;
+``params`` prints the parameters a stage runs with under a profile (what ``make`` hands papermill)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,6 @@ import json
 import shutil
 import sys
 from pathlib import Path
-
-from tqdm import tqdm
-
-from dfcore.checkpoint import CheckpointError
 
 PREDICTIONS = "predictions.jsonl"
 
@@ -37,7 +34,27 @@ def _parser() -> argparse.ArgumentParser:
                    help="video verdict from frame scores: 'confident' (default) or 'mean'")
     p.add_argument("--device", default="auto", help="'auto' (CUDA if present), 'cpu' or 'cuda'")
     p.add_argument("--overwrite", action="store_true", help=f"replace an existing {PREDICTIONS} under --out")
+    q = commands.add_parser("params", help="print a stage's parameters as YAML, layered as make layers them")
+    q.add_argument("stage", help="a notebook's name, e.g. 03_phase1_head")
+    q.add_argument("--profile", default="demo")
+    q.add_argument("--set", nargs=2, action="append", default=[], metavar=("NAME", "YAML_VALUE"),
+                   help="override one parameter (repeatable), e.g. --set data_dir ../data")
     return parser
+
+
+def params_command(args) -> int:
+    """Runs ``params``; returns the exit code."""
+    import yaml
+
+    from dfcore.params import stage_parameters
+
+    try:
+        params = stage_parameters(args.stage, args.profile, **{k: yaml.safe_load(v) for k, v in args.set})
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(yaml.safe_dump(params, sort_keys=False), end="")
+    return 0
 
 
 def _summary(records: list[dict]) -> str:
@@ -54,6 +71,9 @@ def _summary(records: list[dict]) -> str:
 
 def predict_command(args) -> int:
     """Runs ``predict``; returns the exit code."""
+    from tqdm import tqdm
+
+    from dfcore.checkpoint import CheckpointError
     from dfcore.inference import Predictor, iter_predictions, list_inputs
 
     out_dir = Path(args.out) if args.out else None
@@ -111,9 +131,7 @@ def predict_command(args) -> int:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "predict":
-        return predict_command(args)
-    return 2
+    return {"predict": predict_command, "params": params_command}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -18,13 +18,13 @@ from pathlib import Path
 import numpy as np
 import papermill
 import torch
-import yaml
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from dfcore.datasets import build_manifest, build_transforms, make_demo_set, split_loader
 from dfcore.models import build_model, data_config
-from dfcore.reporting import read_metrics
+from dfcore.params import stage_parameters, stages
+from dfcore.reporting import read_metrics, stage_outputs
 from dfcore.runtime import amp_dtype, seed_everything
 from dfcore.trainers import build_optimizer, build_scheduler, train_one_epoch, unfreeze_last
 
@@ -147,16 +147,6 @@ def bench_trainer_vs_recipe(backbone: str = "mobilenetv2_100", image_size: int =
     return result
 
 
-def stage_parameters(stage: str, profile: str, **overrides) -> dict:
-    """Returns a notebook's parameters, layered as ``make reproduce`` does (common, own, profile), then overrides."""
-    params = {}
-    for path in (ROOT / "params" / "common.yaml", ROOT / "params" / f"{stage}.yaml",
-                 ROOT / "params" / "profiles" / profile / f"{stage}.yaml"):
-        if path.is_file():
-            params.update(yaml.safe_load(path.read_text()) or {})
-    return {**params, "profile": profile, **overrides}
-
-
 def bench_mim_init(profile: str = "demo", data_dir: str = "", out="reports/bench") -> dict:
     """Returns validation and test AUC after phase 1 + phase 2 from MIM initialisation and from random initialisation.
 
@@ -165,11 +155,10 @@ def bench_mim_init(profile: str = "demo", data_dir: str = "", out="reports/bench
     skips notebook 02). Each arm's reports land under ``out/mim_vs_random/<data>-<profile>/<init>/``.
     Long: two full trainings.
     """
-    stages = ["01_data_manifests", "02_mim_pretrain", "03_phase1_head", "04_phase2_finetune", "05_evaluation"]
     results = {"profile": profile, "data": str(data_dir) or "built-in demo set"}
     for init in ("mim", "none"):
         reports_root = Path(out).resolve() / "mim_vs_random" / f"{Path(data_dir).name or 'demo'}-{profile}" / init
-        for stage in stages:
+        for stage in stages()[:5]:  # 01 to 05: the gallery is not needed for AUC
             if stage == "02_mim_pretrain" and init != "mim":
                 continue
             overrides = {"reports_root": str(reports_root)}
@@ -198,7 +187,7 @@ def _predict_checkpoint(folder: Path) -> tuple[Path, str]:
     from dfcore.checkpoint import save_checkpoint
     from dfcore.evaluation import DecisionRule, save_decision_rule
 
-    trained = ROOT / "reports" / "dfdc-cpu" / "checkpoints" / "phase2" / "best.pt"
+    trained = stage_outputs(ROOT / "reports" / "dfdc-cpu").phase2_best
     if trained.is_file() and trained.with_name("best.decision.json").is_file():
         return trained, "dfdc-cpu phase 2 (trained)"
     params = stage_parameters("03_phase1_head", "dfdc-cpu")

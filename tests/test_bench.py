@@ -1,6 +1,7 @@
 import torch
 
-from dfcore.bench import _RecipeDataset, stage_parameters
+from dfcore.bench import _RecipeDataset
+from dfcore.params import stage_parameters
 from dfcore.datasets import build_manifest, split_loader
 
 

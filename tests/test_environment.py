@@ -7,8 +7,9 @@ import yaml
 
 from conftest import ROOT
 
-STAGES = ["01_data_manifests", "02_mim_pretrain", "03_phase1_head", "04_phase2_finetune", "05_evaluation",
-          "06_gradcam_gallery"]
+from dfcore.params import stages
+
+STAGES = stages()
 
 
 def _lock() -> dict:
@@ -18,6 +19,11 @@ def _lock() -> dict:
             name, version = line.split("==")
             pins[name.lower()] = version
     return pins
+
+
+def test_the_stages_are_the_numbered_notebooks_in_order():
+    assert STAGES == ["01_data_manifests", "02_mim_pretrain", "03_phase1_head", "04_phase2_finetune",
+                      "05_evaluation", "06_gradcam_gallery"]
 
 
 def test_environment_yml_pins_exactly_the_lock():

@@ -37,6 +37,41 @@ class StageOutputs:
     def checkpoints(self) -> Path:
         return self._dir("checkpoints")
 
+    # The files that pass between stages, named here once (paths only: the stage writing one makes its folder).
+    @property
+    def mim_dir(self) -> Path:
+        return self.root / "checkpoints" / "mim"
+
+    @property
+    def mim_backbone(self) -> Path:
+        """Notebook 02's pretrained encoder, which notebook 03 starts from with ``init: mim``."""
+        return self.mim_dir / "backbone.pt"
+
+    @property
+    def phase1_dir(self) -> Path:
+        return self.root / "checkpoints" / "phase1"
+
+    @property
+    def phase1_best(self) -> Path:
+        return self.phase1_dir / "best.pt"
+
+    @property
+    def phase2_dir(self) -> Path:
+        return self.root / "checkpoints" / "phase2"
+
+    @property
+    def phase2_best(self) -> Path:
+        """The study's model: notebook 04 writes it, notebook 05 fits its decision rule, 06 and predict use it."""
+        return self.phase2_dir / "best.pt"
+
+    def predictions(self, name: str) -> Path:
+        """Notebook 05's per-image predictions of one scored set (06 reads ``test``)."""
+        return self.root / f"predictions_{name}.csv"
+
+    @property
+    def classification_report(self) -> Path:
+        return self.root / "classification_report.csv"
+
     def save_figure(self, fig, name: str) -> Path:
         """Returns the PNG path after saving ``fig`` under ``figures/`` (the notebook still shows it)."""
         path = self.figures / f"{name}.png"

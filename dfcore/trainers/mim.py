@@ -265,6 +265,7 @@ def pretrain(
     ``snapshots`` points of training, before the first epoch included.
     """
     out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     meta = dict(meta or {})
     mim.to(device)
     optimizer = torch.optim.AdamW(mim.parameters(), lr=lr, weight_decay=weight_decay)

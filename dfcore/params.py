@@ -1,0 +1,39 @@
+"""Parameters of the study's stages, in one place: the stage list and the layering that ``make``, the
+``python -m dfcore`` commands and the benchmarks all use.
+
+Layering, later winning: ``params/common.yaml``, ``params/<stage>.yaml``,
+``params/profiles/<profile>/<stage>.yaml``, then what the caller sets (profile, data_dir, ...).
+The stages are the numbered notebooks themselves (``notebooks/NN_*.ipynb``): adding one adds a stage.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def stages(root: Path = ROOT) -> list[str]:
+    """Returns the stage names in run order: the stems of ``notebooks/NN_*.ipynb``."""
+    return sorted(p.stem for p in (Path(root) / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def parameter_files(stage: str, profile: str, root: Path = ROOT) -> list[Path]:
+    """Returns the parameter files of ``stage`` under ``profile`` that exist, in layering order."""
+    params = Path(root) / "params"
+    candidates = [params / "common.yaml", params / f"{stage}.yaml", params / "profiles" / profile / f"{stage}.yaml"]
+    return [path for path in candidates if path.is_file()]
+
+
+def stage_parameters(stage: str, profile: str, root: Path = ROOT, **overrides) -> dict:
+    """Returns the parameters ``stage`` runs with under ``profile``: its files layered, then ``overrides``."""
+    if not (Path(root) / "params" / "profiles" / profile).is_dir():
+        raise ValueError(f"No profile '{profile}': expected a folder params/profiles/{profile}/.")
+    if stage not in stages(root):
+        raise ValueError(f"No stage '{stage}': the stages are {', '.join(stages(root))}.")
+    params = {}
+    for path in parameter_files(stage, profile, root):
+        params.update(yaml.safe_load(path.read_text()) or {})
+    return {**params, "profile": profile, **overrides}
