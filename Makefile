@@ -26,7 +26,7 @@ export HF_HUB_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: help setup reproduce test bench bench-mim predict lab lock clean-reports FORCE
+.PHONY: help setup doctor reproduce test bench bench-mim predict lab lock clean-reports FORCE
 
 help: ## list the targets
 	@echo "dfcore: a reproducible deepfake-detection study"
@@ -44,6 +44,9 @@ $(STAMP): requirements.lock pyproject.toml
 	$(PY) -m pip install --quiet --no-warn-script-location -r requirements.lock 2> >(grep -v "is ignored: it is neither" >&2)
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e . 2> >(grep -v "is ignored: it is neither" >&2)
 	@touch $@
+
+doctor: $(STAMP) ## check what a run of PROFILE needs (packages, devices, disk, its data and weights) and say what is missing
+	$(PY) -m dfcore doctor --profile $(PROFILE) $(if $(DATA_DIR),--data-dir "$(DATA_DIR)")
 
 reproduce: $(OUT)/index.html ## run every notebook with papermill and render the HTML reports into reports/<profile>/
 	@echo "Report: $(OUT)/index.html"

@@ -1,5 +1,6 @@
 """``python -m dfcore``: the study's commands. ``predict`` scores images, folders and videos with a trained study;
-``params`` prints the parameters a stage runs with under a profile (what ``make`` hands papermill)."""
+``params`` prints the parameters a stage runs with under a profile (what ``make`` hands papermill); ``doctor``
+checks what a run needs."""
 
 from __future__ import annotations
 
@@ -39,7 +40,17 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--profile", default="demo")
     q.add_argument("--set", nargs=2, action="append", default=[], metavar=("NAME", "YAML_VALUE"),
                    help="override one parameter (repeatable), e.g. --set data_dir ../data")
+    d = commands.add_parser("doctor", help="check what a run of a profile needs and say what is missing")
+    d.add_argument("--profile", default="demo")
+    d.add_argument("--data-dir", default="", help="the data root make would be given (DATA_DIR)")
     return parser
+
+
+def doctor_command(args) -> int:
+    """Runs ``doctor``; returns the exit code."""
+    from dfcore.doctor import doctor
+
+    return doctor(args.profile, data_dir=args.data_dir)
 
 
 def params_command(args) -> int:
@@ -131,7 +142,7 @@ def predict_command(args) -> int:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    return {"predict": predict_command, "params": params_command}[args.command](args)
+    return {"predict": predict_command, "params": params_command, "doctor": doctor_command}[args.command](args)
 
 
 if __name__ == "__main__":
