@@ -228,3 +228,26 @@ def test_a_run_with_other_parameters_starts_fresh_and_keeps_the_old_one_aside(tm
     assert "kept aside" in capsys.readouterr().out
     (aside,) = tmp_path.glob("run.replaced-*")
     assert (aside / "last.pt").read_bytes() == stale
+
+
+class _SaysFake(torch.nn.Module):
+    """Every image is fake: the real ones are exactly the misclassified."""
+
+    def forward(self, x):
+        return torch.stack([torch.zeros(len(x)), torch.ones(len(x))], 1)
+
+
+def test_hard_examples_are_the_training_images_the_model_gets_wrong_and_are_drawn_more(kaggle_root):
+    from dfcore.trainers import hard_example_weights
+
+    frames = {s: f for s, f in build_manifest(kaggle_root).manifest.groupby("split")}
+    kwargs = dict(image_size=32, mean=(0.5,) * 3, std=(0.5,) * 3, batch_size=4)
+    scored = split_loader(frames, kaggle_root, "train", **kwargs)
+    weights = hard_example_weights(_SaysFake(), scored, weight=5.0, device=CPU)
+    real = frames["train"]["label"].eq(0).to_numpy()
+    assert weights[frames["train"]["path"][real]].eq(5.0).all() and weights[frames["train"]["path"][~real]].eq(1.0).all()
+    train = split_loader(frames, kaggle_root, "train", train=True, weights=weights, **kwargs)
+    draw = train.sampler.weights.numpy()
+    assert list(draw) == [5.0 if label == 0 else 1.0 for label in train.dataset.manifest["label"]]
+    sbi = split_loader(frames, kaggle_root, "train", train=True, weights=weights, fakes="sbi", **kwargs)
+    assert list(sbi.sampler.weights.numpy()) == [5.0] * 3 + [1.0] * 3  # pseudo-fakes are not re-weighted

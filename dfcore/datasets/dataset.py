@@ -103,18 +103,26 @@ def make_loader(
     num_workers: int = 0,
     seed: int = 0,
     balance: bool = False,
+    weights=None,
 ) -> DataLoader:
-    """Returns a DataLoader: shuffled (or class-balanced by weighted sampling) for training, in order otherwise.
+    """Returns a DataLoader: shuffled (or drawn by weighted sampling) for training, in order otherwise.
 
-    Training workers are started afresh each epoch (not persistent) so that they pick up that
-    epoch's seed; evaluation workers, which draw nothing random, persist.
+    Training draws with replacement when ``balance`` (classes to 1:1) or per-item ``weights``
+    (hard examples drawn more often) are given, both multiplied when both are. Training workers
+    are started afresh each epoch (not persistent) so that they pick up that epoch's seed;
+    evaluation workers, which draw nothing random, persist.
     """
     generator = torch.Generator().manual_seed(seed)
     sampler = None
-    if train and balance:
-        labels = torch.as_tensor(dataset.manifest["label"].to_numpy())
-        counts = torch.bincount(labels, minlength=2).clamp(min=1).double()
-        sampler = WeightedRandomSampler((1.0 / counts)[labels], len(labels), generator=generator)
+    if train and (balance or weights is not None):
+        labels = torch.tensor(dataset.manifest["label"].to_numpy())
+        draw = torch.ones(len(labels), dtype=torch.double)
+        if balance:
+            counts = torch.bincount(labels, minlength=2).clamp(min=1).double()
+            draw = draw / counts[labels]
+        if weights is not None:
+            draw = draw * torch.tensor(np.asarray(weights, dtype=float))
+        sampler = WeightedRandomSampler(draw, len(labels), generator=generator)
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -145,11 +153,13 @@ def split_loader(
     labels: tuple[int, ...] | None = None,
     fakes: str = "real",
     blend: BlendSettings = BlendSettings(),
+    weights: pd.Series | None = None,
 ) -> DataLoader:
     """Returns the loader of one split of the manifests (optionally only some labels), with the study's transforms.
 
     ``fakes`` (training only): 'real' (the data's fakes), 'sbi' (real faces and their self-blended
-    pseudo-fakes) or 'mixed' (both); see `dfcore.datasets.blending.training_rows`.
+    pseudo-fakes) or 'mixed' (both); see `dfcore.datasets.blending.training_rows`. ``weights``
+    (training only): sampling weights by path (hard examples); pseudo-fakes and unlisted paths get 1.
     """
     frame = manifests[split]
     if labels is not None:
@@ -159,4 +169,9 @@ def split_loader(
         dataset = BlendedDataset(frame, root, transform, fakes=fakes, settings=blend, seed=seed)
     else:
         dataset = ManifestDataset(frame, root, transform)
-    return make_loader(dataset, batch_size=batch_size, train=train, num_workers=num_workers, seed=seed, balance=balance)
+    per_item = None
+    if train and weights is not None:
+        synthetic = dataset.manifest.get("synthetic", pd.Series(False, index=dataset.manifest.index))
+        per_item = dataset.manifest["path"].map(weights).fillna(1.0).where(~synthetic, 1.0).to_numpy()
+    return make_loader(dataset, batch_size=batch_size, train=train, num_workers=num_workers, seed=seed, balance=balance,
+                       weights=per_item)

@@ -11,6 +11,7 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from timm.models import group_parameters
@@ -175,6 +176,19 @@ def train_one_epoch(model, loader, optimizer, scheduler, *, device, dtype=None, 
         count += len(labels)
     elapsed = time.perf_counter() - start
     return {"loss": total / max(count, 1), "images_per_s": count / max(elapsed, 1e-9), "step": step}
+
+
+def hard_example_weights(model, loader, *, weight: float, device, dtype=None) -> pd.Series:
+    """Returns a sampling weight per image path of ``loader`` (a training split, scored in order without
+    augmentation): ``weight`` for the images ``model`` gets wrong at P(fake) 0.5, 1 for the rest.
+
+    Only ever the training split's own images: re-weighting validation or test failures would
+    make their numbers optimistic.
+    """
+    scores = predict(model, loader, device=device, dtype=dtype)
+    wrong = (scores["prob"] >= 0.5).astype(int) != scores["label"]
+    paths = loader.dataset.manifest["path"].to_numpy()
+    return pd.Series(np.where(wrong, float(weight), 1.0), index=paths)
 
 
 def validate(model, loader, *, device, dtype=None) -> dict:
