@@ -107,7 +107,8 @@ def bench_trainer_vs_recipe(backbone: str = "mobilenetv2_100", image_size: int =
     """Returns training images/s of dfcore's trainer against the recipe's loop, for phase 1 and phase 2.
 
     Phase 1 trains the head on a frozen backbone, phase 2 fine-tunes everything. The trainer
-    runs in fp32, in bf16, and in bf16 with one loader worker; ``*_in_memory`` steps on one
+    runs in fp32, in bf16, in bf16 with one loader worker, and reading the decode cache (each
+    image decoded and resized once, built before the timed epochs); ``*_in_memory`` steps on one
     batch held in memory (no loading at all): no data-path work can beat that rate. Same
     model, data and machine, in one run: the training images of ``dfdc_faces_small`` when
     ``../shared`` is present, else of the demo set. Medians of ``repeats`` runs (epochs,
@@ -129,11 +130,12 @@ def bench_trainer_vs_recipe(backbone: str = "mobilenetv2_100", image_size: int =
                                                 steps=images // 8) for _ in range(repeats)]
             result[f"{phase}_recipe_loop_images_per_s"] = {"median": statistics.median(recipe), "runs": recipe}
             for key, amp, workers in (("trainer_fp32", False, 0), ("trainer_bf16", True, 0),
-                                      ("trainer_bf16_1worker", True, 1), ("trainer_fp32_in_memory", False, 0),
+                                      ("trainer_bf16_1worker", True, 1), ("trainer_fp32_cache", False, 0),
+                                      ("trainer_bf16_cache", True, 0), ("trainer_fp32_in_memory", False, 0),
                                       ("trainer_bf16_in_memory", True, 0)):
                 loader = split_loader({"train": frame}, root, "train", image_size=image_size, mean=cfg["mean"],
                                       std=cfg["std"], batch_size=batch_size, train=True, augment="recipe",
-                                      num_workers=workers)
+                                      num_workers=workers, cache_dir=Path(tmp) / "cache" if "cache" in key else None)
                 if key.endswith("in_memory"):  # the compute floor: one batch, loaded once, stepped on repeatedly
                     loader = [next(iter(loader))] * len(loader)
                 optimizer = build_optimizer(model, lr_head=1e-4, lr_backbone=1e-4)

@@ -173,7 +173,8 @@ def training_rows(manifest: pd.DataFrame, fakes: str) -> pd.DataFrame:
     """
     if fakes not in TRAIN_FAKES:
         raise ValueError(f"train_fakes must be one of {TRAIN_FAKES}, got {fakes!r}")
-    rows = manifest.reset_index(drop=True).assign(synthetic=False)
+    rows = manifest.reset_index(drop=True)
+    rows = rows.assign(row=np.arange(len(rows)), synthetic=False)  # row: where its image is in the manifest
     if fakes == "real":
         return rows
     real = rows[rows["label"] == LABELS["real"]]

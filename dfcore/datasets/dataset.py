@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from dfcore.datasets.blending import BlendSettings, SelfBlender, parse_landmarks, training_rows
+from dfcore.datasets.cache import DecodeCache
 from dfcore.datasets.manifest import DataError
 from dfcore.datasets.transforms import build_transforms
 
@@ -24,40 +25,50 @@ def read_rgb(path) -> np.ndarray:
 
 
 class ManifestDataset(Dataset):
-    """Yields ``(image_tensor, label)`` for each manifest row; ``label`` 1 means fake."""
+    """Yields ``(image_tensor, label)`` for each manifest row; ``label`` 1 means fake.
 
-    def __init__(self, manifest: pd.DataFrame, root, transform):
+    With a `DecodeCache` of the manifest, images come from it (decoded and resized once) instead
+    of their files.
+    """
+
+    def __init__(self, manifest: pd.DataFrame, root, transform, cache: DecodeCache | None = None):
         self.manifest = manifest.reset_index(drop=True)
         self.root = Path(root)
         self.transform = transform
+        self.cache = cache
+        self._rows = self.manifest["row"].to_numpy() if "row" in self.manifest else np.arange(len(self.manifest))
 
     def __len__(self) -> int:
         return len(self.manifest)
 
+    def image(self, index: int) -> np.ndarray:
+        """Returns row ``index``'s image as stored (from the cache when there is one), before any transform."""
+        if self.cache is not None:
+            return self.cache[int(self._rows[index])]
+        return read_rgb(self.root / self.manifest["path"].iloc[index])
+
     def __getitem__(self, index: int):
-        row = self.manifest.iloc[index]
-        image = self.transform(image=read_rgb(self.root / row["path"]))["image"]
-        return image, int(row["label"])
+        image = self.transform(image=self.image(index))["image"]
+        return image, int(self.manifest["label"].iloc[index])
 
 
 class BlendedDataset(ManifestDataset):
     """Yields ``(image_tensor, label)`` for `training_rows`: a synthetic row is its real face self-blended."""
 
     def __init__(self, manifest: pd.DataFrame, root, transform, *, fakes: str = "sbi",
-                 settings: BlendSettings = BlendSettings(), seed: int = 0):
-        super().__init__(training_rows(manifest, fakes), root, transform)
+                 settings: BlendSettings = BlendSettings(), seed: int = 0, cache: DecodeCache | None = None):
+        super().__init__(training_rows(manifest, fakes), root, transform, cache)
         self.blender = SelfBlender(settings, seed)
         column = self.manifest["landmarks"] if "landmarks" in self.manifest else [None] * len(self.manifest)
         self._landmarks = [parse_landmarks(v) for v in column]
 
     def raw(self, index: int) -> tuple[np.ndarray, np.ndarray | None, int]:
         """Returns the image before the training transform, its blend mask (None for a stored image) and label."""
-        row = self.manifest.iloc[index]
-        image = read_rgb(self.root / row["path"])
-        if not row["synthetic"]:
-            return image, None, int(row["label"])
+        image, label = self.image(index), int(self.manifest["label"].iloc[index])
+        if not self.manifest["synthetic"].iloc[index]:
+            return image, None, label
         fake, mask = self.blender(image, self._landmarks[index])
-        return fake, mask, int(row["label"])
+        return fake, mask, label
 
     def __getitem__(self, index: int):
         image, _, label = self.raw(index)
@@ -69,7 +80,7 @@ class BlendedDataset(ManifestDataset):
         images, titles = [], []
         for index in synthetic:
             fake, mask, _ = self.raw(index)
-            images += [read_rgb(self.root / self.manifest["path"].iloc[index]), fake,
+            images += [self.image(index), fake,
                        np.repeat((mask * 255).astype(np.uint8), 3, axis=2)]
             titles += ["real", "self-blended", "blend mask"]
         return images, titles
@@ -154,21 +165,28 @@ def split_loader(
     fakes: str = "real",
     blend: BlendSettings = BlendSettings(),
     weights: pd.Series | None = None,
+    cache_dir=None,
 ) -> DataLoader:
     """Returns the loader of one split of the manifests (optionally only some labels), with the study's transforms.
 
     ``fakes`` (training only): 'real' (the data's fakes), 'sbi' (real faces and their self-blended
     pseudo-fakes) or 'mixed' (both); see `dfcore.datasets.blending.training_rows`. ``weights``
     (training only): sampling weights by path (hard examples); pseudo-fakes and unlisted paths get 1.
+    ``cache_dir``: decode the split's images once into a `DecodeCache` there (pseudo-fakes are then
+    blended at ``image_size``, not at the stored size).
     """
     frame = manifests[split]
     if labels is not None:
         frame = frame[frame["label"].isin(labels)]
     transform = build_transforms(image_size, mean, std, train=train, augment=augment, seed=seed)
+    cache = None
+    if cache_dir is not None:
+        name = split if labels is None else f"{split}-{'-'.join(map(str, labels))}"
+        cache = DecodeCache.build(frame, root, image_size, cache_dir, name=name)
     if train and fakes != "real":
-        dataset = BlendedDataset(frame, root, transform, fakes=fakes, settings=blend, seed=seed)
+        dataset = BlendedDataset(frame, root, transform, fakes=fakes, settings=blend, seed=seed, cache=cache)
     else:
-        dataset = ManifestDataset(frame, root, transform)
+        dataset = ManifestDataset(frame, root, transform, cache)
     per_item = None
     if train and weights is not None:
         synthetic = dataset.manifest.get("synthetic", pd.Series(False, index=dataset.manifest.index))
