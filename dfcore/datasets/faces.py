@@ -159,22 +159,37 @@ def sha256_file(path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+MAX_PIXELS = 400_000_000  # PIL refuses images over 179 MP as possible decompression bombs; photographs reach 200
+_DECODE_SIDE = 8192  # JPEGs larger than this are decoded at a reduced scale (faces are found at 960 px anyway)
+
+
 def read_image_rgb(path) -> np.ndarray:
-    """Returns any image PIL opens (grey, RGBA, CMYK, palette, 16-bit) as an HxWx3 uint8 RGB array, EXIF
-    orientation applied; a `DataError` naming the file when it does not decode."""
+    """Returns any image PIL opens (grey, RGBA, CMYK, palette, 16-bit, up to `MAX_PIXELS`) as an HxWx3 uint8 RGB
+    array, EXIF orientation applied; a `DataError` naming the file when it does not decode."""
+    import warnings as _warnings
+
     from PIL import ImageOps
 
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, MAX_PIXELS
     try:
-        with Image.open(path) as image:
+        with _warnings.catch_warnings(), Image.open(path) as image:
+            _warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image.draft("RGB", (_DECODE_SIDE, _DECODE_SIDE))  # JPEG only: decode huge ones at 1/2, 1/4, 1/8
             image = ImageOps.exif_transpose(image)
-            if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey: scale to 8 bits, do not clip
+            if image.mode.startswith("I;16"):  # 16-bit grey: the top 8 bits, as an 8-bit export would keep
+                array = (np.asarray(image, dtype=np.uint16) >> 8).astype(np.uint8)
+                return np.repeat(array[..., None], 3, axis=2)
+            if image.mode in ("I", "F"):  # 32-bit integer or float grey: scaled into 0-255
                 array = np.asarray(image, dtype=np.float64)
-                array = array / max(array.max(), 1) * 255 if array.max() > 255 else array
+                low, high = float(array.min()), float(array.max())
+                array = (array - low) / max(high - low, 1e-12) * 255
                 return np.repeat(array.astype(np.uint8)[..., None], 3, axis=2)
             return np.asarray(image.convert("RGB"))
     except Exception as err:
         raise DataError(f"Cannot read image {path} ({type(err).__name__}: {err}): it is not an image this "
                         "study can decode, or it is truncated. Re-save it as JPEG or PNG, or remove it.") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
 
 
 @dataclass
