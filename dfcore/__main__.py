@@ -40,6 +40,13 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--profile", default="demo")
     q.add_argument("--set", nargs=2, action="append", default=[], metavar=("NAME", "YAML_VALUE"),
                    help="override one parameter (repeatable), e.g. --set data_dir ../data")
+    t = commands.add_parser("train", help="run a training stage (phase 1 or 2) in this process; torchrun starts "
+                                          "one per GPU or CPU share: torchrun --nproc_per_node N -m dfcore train ...")
+    t.add_argument("stage", help="03_phase1_head or 04_phase2_finetune")
+    t.add_argument("--params-file", help="the resolved parameters (a notebook writes them); else --profile's")
+    t.add_argument("--profile", default="demo")
+    t.add_argument("--set", nargs=2, action="append", default=[], metavar=("NAME", "YAML_VALUE"),
+                   help="override one parameter (repeatable)")
     d = commands.add_parser("doctor", help="check what a run of a profile needs and say what is missing")
     d.add_argument("--profile", default="demo")
     d.add_argument("--data-dir", default="", help="the data root make would be given (DATA_DIR)")
@@ -51,6 +58,29 @@ def doctor_command(args) -> int:
     from dfcore.doctor import doctor
 
     return doctor(args.profile, data_dir=args.data_dir)
+
+
+def train_command(args) -> int:
+    """Runs ``train`` (under torchrun: in each process, joined into one DDP run); returns the exit code."""
+    import yaml
+
+    from dfcore import distributed
+    from dfcore.params import stage_parameters
+    from dfcore.runtime import chdir_project_root, resolve_device
+    from dfcore.trainers.stages import run_phase
+
+    chdir_project_root()  # parameters hold paths relative to the project root
+    overrides = {k: yaml.safe_load(v) for k, v in args.set}
+    if args.params_file:
+        params = {**yaml.safe_load(Path(args.params_file).read_text()), **overrides}
+    else:
+        params = stage_parameters(args.stage, args.profile, defaults=True, **overrides)
+    distributed.init_from_env(resolve_device(params.get("device", "auto")).type)
+    try:
+        run_phase(args.stage, params)
+    finally:
+        distributed.shutdown()
+    return 0
 
 
 def params_command(args) -> int:
@@ -142,7 +172,8 @@ def predict_command(args) -> int:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    return {"predict": predict_command, "params": params_command, "doctor": doctor_command}[args.command](args)
+    commands = {"predict": predict_command, "params": params_command, "doctor": doctor_command, "train": train_command}
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":

@@ -86,12 +86,15 @@ def resumable_state(out_dir, meta: dict, *, resume: bool, kind: str) -> dict | N
     """Returns the ``last.pt`` state of an interrupted run to continue from, or None to start fresh.
 
     With ``resume``, a ``last.pt`` of the same run (same `run_key`: parameters, data and training
-    code) is continued; a finished one is then simply read back. Any other earlier run in ``out_dir`` (other parameters or data, an unreadable
-    checkpoint, or ``resume`` off) is moved aside to ``<out_dir>.replaced-<time>``, with a
-    printed note, so that nothing computed is lost.
+    code) is continued; a finished one is then simply read back. Any other earlier run in
+    ``out_dir`` (other parameters or data, an unreadable checkpoint, or ``resume`` off) is moved
+    aside to ``<out_dir>.replaced-<time>``, with a printed note, so that nothing computed is lost.
     """
+    from dfcore.distributed import barrier, context
+
     out_dir = Path(out_dir)
     last = out_dir / "last.pt"
+    barrier()  # under DDP every rank looks at the same files, before anything is moved
     if not last.exists():
         return None
     try:
@@ -99,11 +102,15 @@ def resumable_state(out_dir, meta: dict, *, resume: bool, kind: str) -> dict | N
     except CheckpointError:
         state = {}
     if resume and state.get("run_key") == run_key(meta):
-        print(f"Resuming the interrupted run in {out_dir} after epoch {state['epoch']} (same parameters and data).")
+        if context().main:
+            print(f"Resuming the interrupted run in {out_dir} after epoch {state['epoch']} (same parameters and data).")
         return state
-    aside = out_dir.with_name(f"{out_dir.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
-    out_dir.rename(aside)
-    out_dir.mkdir(parents=True)
-    why = "resume is off" if not resume else "it was made with other parameters or data"
-    print(f"{out_dir} held an earlier run ({why}): kept aside as {aside}; starting fresh.")
+    barrier()  # every rank decided the same from the same file; one of them moves it
+    if context().main:
+        aside = out_dir.with_name(f"{out_dir.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+        out_dir.rename(aside)
+        out_dir.mkdir(parents=True)
+        why = "resume is off" if not resume else "it was made with other parameters or data"
+        print(f"{out_dir} held an earlier run ({why}): kept aside as {aside}; starting fresh.")
+    barrier()
     return None

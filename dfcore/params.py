@@ -20,6 +20,16 @@ def stages(root: Path = ROOT) -> list[str]:
     return sorted(p.stem for p in (Path(root) / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
+def notebook_defaults(stage: str, root: Path = ROOT) -> dict:
+    """Returns the defaults of ``stage``'s parameters cell (what papermill leaves as they are)."""
+    import ast
+
+    import papermill
+
+    declared = papermill.inspect_notebook(str(Path(root) / "notebooks" / f"{stage}.ipynb"))
+    return {name: ast.literal_eval(spec["default"]) for name, spec in declared.items()}
+
+
 def parameter_files(stage: str, profile: str, root: Path = ROOT) -> list[Path]:
     """Returns the parameter files of ``stage`` under ``profile`` that exist, in layering order."""
     params = Path(root) / "params"
@@ -27,13 +37,14 @@ def parameter_files(stage: str, profile: str, root: Path = ROOT) -> list[Path]:
     return [path for path in candidates if path.is_file()]
 
 
-def stage_parameters(stage: str, profile: str, root: Path = ROOT, **overrides) -> dict:
-    """Returns the parameters ``stage`` runs with under ``profile``: its files layered, then ``overrides``."""
+def stage_parameters(stage: str, profile: str, root: Path = ROOT, *, defaults: bool = False, **overrides) -> dict:
+    """Returns the parameters ``stage`` runs with under ``profile``: its files layered, then ``overrides``; with
+    ``defaults``, on top of the notebook's own defaults (every parameter then has a value)."""
     if not (Path(root) / "params" / "profiles" / profile).is_dir():
         raise ValueError(f"No profile '{profile}': expected a folder params/profiles/{profile}/.")
     if stage not in stages(root):
         raise ValueError(f"No stage '{stage}': the stages are {', '.join(stages(root))}.")
-    params = {}
+    params = notebook_defaults(stage, root) if defaults else {}
     for path in parameter_files(stage, profile, root):
         params.update(yaml.safe_load(path.read_text()) or {})
     return {**params, "profile": profile, **overrides}

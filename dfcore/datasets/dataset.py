@@ -8,11 +8,12 @@ import cv2
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler, WeightedRandomSampler
 
 from dfcore.datasets.blending import BlendSettings, SelfBlender, parse_landmarks, training_rows
 from dfcore.datasets.cache import DecodeCache
 from dfcore.datasets.manifest import DataError
+from dfcore.distributed import ShardedSampler, context
 from dfcore.datasets.transforms import build_transforms
 
 
@@ -94,6 +95,9 @@ def seed_augmentation(dataset, seed: int) -> None:
             part.set_random_seed(seed)
 
 
+RANK_STRIDE = 1_000_003  # augmentation seeds of DDP rank r are offset by r times this (a prime): ranks never repeat
+
+
 def _seed_worker(worker_id: int) -> None:
     """Seeds a loader worker's copy of the transform from the seed torch gave that worker.
 
@@ -103,7 +107,7 @@ def _seed_worker(worker_id: int) -> None:
     function of (seed, epoch, worker), and a resumed run replays it exactly.
     """
     info = torch.utils.data.get_worker_info()
-    seed_augmentation(info.dataset, info.seed % 2**32)
+    seed_augmentation(info.dataset, (info.seed + RANK_STRIDE * context().rank) % 2**32)
 
 
 def make_loader(
@@ -119,11 +123,14 @@ def make_loader(
     """Returns a DataLoader: shuffled (or drawn by weighted sampling) for training, in order otherwise.
 
     Training draws with replacement when ``balance`` (classes to 1:1) or per-item ``weights``
-    (hard examples drawn more often) are given, both multiplied when both are. Training workers
+    (hard examples drawn more often) are given, both multiplied when both are. Under DDP every
+    rank draws the same indices and takes its share (`ShardedSampler`): evaluation shards lose
+    and repeat nothing. Training workers
     are started afresh each epoch (not persistent) so that they pick up that epoch's seed;
     evaluation workers, which draw nothing random, persist.
     """
     generator = torch.Generator().manual_seed(seed)
+    ctx = context()
     sampler = None
     if train and (balance or weights is not None):
         labels = torch.tensor(dataset.manifest["label"].to_numpy())
@@ -134,6 +141,9 @@ def make_loader(
         if weights is not None:
             draw = draw * torch.tensor(np.asarray(weights, dtype=float))
         sampler = WeightedRandomSampler(draw, len(labels), generator=generator)
+    if ctx.active:  # the same draw on every rank (same generator seed), each rank taking its share
+        base = sampler or (RandomSampler(dataset, generator=generator) if train else SequentialSampler(dataset))
+        sampler = ShardedSampler(base, ctx.rank, ctx.world_size, even=train)
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -191,5 +201,6 @@ def split_loader(
     if train and weights is not None:
         synthetic = dataset.manifest.get("synthetic", pd.Series(False, index=dataset.manifest.index))
         per_item = dataset.manifest["path"].map(weights).fillna(1.0).where(~synthetic, 1.0).to_numpy()
-    return make_loader(dataset, batch_size=batch_size, train=train, num_workers=num_workers, seed=seed, balance=balance,
+    per_rank = max(1, batch_size // context().world_size)  # batch_size is the global batch under DDP
+    return make_loader(dataset, batch_size=per_rank, train=train, num_workers=num_workers, seed=seed, balance=balance,
                        weights=per_item)

@@ -1,0 +1,192 @@
+"""The two training stages, phase 1 (notebook 03) and phase 2 (notebook 04), as functions of a notebook's resolved
+parameters: the notebook calls them in its kernel, and ``python -m dfcore train`` calls them in every process that
+``torchrun`` starts (papermill's kernel cannot host several processes). Either way the results are files:
+``history.csv`` and the checkpoints, which the notebook reads back to plot and report.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+import yaml
+
+from dfcore.checkpoint import load_checkpoint
+from dfcore.datasets import (
+    BlendedDataset,
+    BlendSettings,
+    load_manifests,
+    manifest_info,
+    manifests_sha256,
+    split_loader,
+    training_rows,
+)
+from dfcore.distributed import context
+from dfcore.models import build_model, data_config, load_classifier
+from dfcore.reporting import stage_outputs
+from dfcore.runtime import amp_dtype, resolve_device, seed_everything
+from dfcore.trainers.classifier import (
+    build_optimizer,
+    build_scheduler,
+    class_weights,
+    fit,
+    freeze_backbone,
+    hard_example_weights,
+    unfreeze_last,
+)
+
+PHASES = ("03_phase1_head", "04_phase2_finetune")
+
+
+@dataclass
+class PhaseRun:
+    """What a training stage leaves for its notebook: the history, the model and the numbers it reports."""
+
+    history: pd.DataFrame
+    model: torch.nn.Module | None
+    fake_share: float
+    info: dict
+
+
+def blend_settings(params: dict) -> BlendSettings:
+    """Returns the pseudo-fake settings a notebook's ``sbi_*`` parameters describe."""
+    return BlendSettings(colour=params["sbi_colour"], sharpness=params["sbi_sharpness"], scale=params["sbi_scale"],
+                         shift=params["sbi_shift"], elastic=params["sbi_elastic"],
+                         ratio=(params["sbi_ratio_min"], 1.0), face_share=params["sbi_face_share"])
+
+
+def blend_examples(params: dict, n: int) -> tuple[list, list[str]]:
+    """Returns ``n`` real training faces each followed by its pseudo-fake and blend mask, with titles."""
+    out = stage_outputs(Path(params["reports_root"]) / params["profile"])
+    manifests, data_root = load_manifests(out.manifests)
+    dataset = BlendedDataset(manifests["train"], data_root, transform=None, fakes=params["train_fakes"],
+                             settings=blend_settings(params), seed=params["seed"])
+    return dataset.examples(n)
+
+
+def _device(params: dict) -> torch.device:
+    device = resolve_device(params["device"])
+    ctx = context()
+    return torch.device("cuda", ctx.local_rank) if device.type == "cuda" and ctx.active else device
+
+
+def run_phase(stage: str, params: dict) -> PhaseRun:
+    """Trains ``stage`` (phase 1 or phase 2) with ``params`` (a notebook's resolved parameters); returns the run.
+
+    Paths in ``params`` are relative to the project root, the working directory.
+    """
+    if stage not in PHASES:
+        raise ValueError(f"stage must be one of {PHASES}, got {stage!r}")
+    p = params
+    out = stage_outputs(Path(p["reports_root"]) / p["profile"])
+    seed_everything(p["seed"])
+    dev = _device(p)
+    dtype = amp_dtype(dev, p["amp"])
+    manifests, data_root = load_manifests(out.manifests)
+    cache_dir = out.root / "cache" if p["decode_cache"] else None
+    train_labels = training_rows(manifests["train"], p["train_fakes"])["label"]  # pseudo-fakes count as fakes
+    loss_weights, sampler, fake_share = class_weights(train_labels, p["balance"])
+    say = print if context().main else (lambda *a, **k: None)
+    say(f"training fakes '{p['train_fakes']}': {len(train_labels)} images, fake share {train_labels.mean():.3f}; "
+        f"balance '{p['balance']}': the loss effectively sees {fake_share:.3f}")
+    if stage == "03_phase1_head":
+        weights = {"mim": dict(mim_checkpoint=out.mim_backbone), "file": dict(pretrained_file=p["pretrained_file"]),
+                   "none": {}}[p["init"]]
+        model = build_model(p["backbone"], image_size=p["image_size"], drop_rate=p["drop_rate"], **weights).to(dev)
+        freeze_backbone(model)
+        meta = {"backbone": p["backbone"], "image_size": p["image_size"], "drop_rate": p["drop_rate"],
+                "init": p["init"], "face_crop": manifest_info(out.manifests).get("face_crop")}  # for prediction
+        info = {"backbone": p["backbone"], "init": p["init"]}
+    else:
+        model, phase1 = load_classifier(out.phase1_best, device=dev)
+        unfreeze_last(model, p["trainable_blocks"])
+        meta = {k: phase1[k] for k in ("backbone", "image_size", "drop_rate", "init", "face_crop")}
+        info = {"backbone": phase1["backbone"], "phase1_val_auc": float(phase1["best_metric"]),
+                "phase1_epoch": int(phase1["epoch"])}
+    image_size, cfg = meta["image_size"], data_config(model)
+    hard = None  # hard examples: the training split's own images that phase 1 misclassifies, never val or test
+    if stage == "04_phase2_finetune" and p["hard_example_weight"] != 1:
+        scored = split_loader(manifests, data_root, "train", image_size=image_size, mean=cfg["mean"], std=cfg["std"],
+                              batch_size=p["batch_size"], cache_dir=cache_dir)
+        hard = hard_example_weights(model, scored, weight=p["hard_example_weight"], device=dev, dtype=dtype)
+        say(f"hard examples: {int((hard > 1).sum())} of {len(hard)} training images misclassified by phase 1, "
+            f"drawn {p['hard_example_weight']}x as often")
+    loaders = {split: split_loader(manifests, data_root, split, image_size=image_size, mean=cfg["mean"], std=cfg["std"],
+                                   batch_size=p["batch_size"], train=split == "train", augment=p["augment"],
+                                   balance=sampler, seed=p["seed"], num_workers=p["num_workers"],
+                                   fakes=p["train_fakes"], blend=blend_settings(p), cache_dir=cache_dir, weights=hard)
+               for split in ("train", "val")}
+    trainable = sum(q.numel() for q in model.parameters() if q.requires_grad)
+    say(f"{meta['backbone']} ({'head only' if stage == '03_phase1_head' else 'fine-tuning'}): {trainable / 1e6:.3f} M "
+        f"trainable parameters, {len(loaders['train'].dataset)} training images, {dev}, "
+        f"{context().world_size} process(es); normalisation {cfg['mean']} / {cfg['std']}")
+    if stage == "03_phase1_head":
+        optimizer = build_optimizer(model, lr_head=p["p1_lr"], weight_decay=p["weight_decay"])
+        epochs, grad_clip, out_dir = p["p1_epochs"], 0.0, out.phase1_dir
+    else:
+        optimizer = build_optimizer(model, lr_head=p["p2_lr_head"], lr_backbone=p["p2_lr_backbone"],
+                                    weight_decay=p["weight_decay"])
+        epochs, grad_clip, out_dir = p["p2_epochs"], p["grad_clip"], out.phase2_dir
+    scheduler = build_scheduler(optimizer, epochs=epochs, steps_per_epoch=len(loaders["train"]),
+                                warmup_epochs=p["warmup_epochs"])
+    history = fit(model, loaders["train"], loaders["val"], optimizer=optimizer, scheduler=scheduler, epochs=epochs,
+                  out_dir=out_dir, device=dev, dtype=dtype, patience=p["patience"], grad_clip=grad_clip,
+                  seed=p["seed"], resume=p["resume"], loss_weights=loss_weights,
+                  meta={**meta, "params": params, "data_sha256": manifests_sha256(manifests)})
+    info["trainable_parameters"] = trainable
+    return PhaseRun(history, model, fake_share, info)
+
+
+def launch_torchrun(stage: str, params: dict, *, nproc_per_node: int, nnodes: int = 1, node_rank: int = 0,
+                    rdzv_endpoint: str = "") -> PhaseRun:
+    """Runs ``stage`` under ``torchrun`` (DDP, ``nproc_per_node`` processes on each of ``nnodes`` nodes) with the
+    same parameters, streaming its log; returns the run as read back from the files it wrote."""
+    out = stage_outputs(Path(params["reports_root"]) / params["profile"])
+    params_file = out.root / "params" / f"{stage}.torchrun.yaml"
+    params_file.parent.mkdir(parents=True, exist_ok=True)
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    where = (["--nnodes", str(nnodes), "--node_rank", str(node_rank), "--rdzv_backend", "c10d",
+              "--rdzv_endpoint", rdzv_endpoint] if nnodes > 1 else ["--standalone"])
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc_per_node), *where,
+               "-m", "dfcore", "train", stage, "--params-file", str(params_file)]
+    print(" ".join(command), flush=True)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in process.stdout:
+        print(line, end="", flush=True)
+    if process.wait() != 0:
+        raise RuntimeError(f"torchrun for {stage} exited with {process.returncode}: see its log above. The epochs "
+                           "it finished are in last.pt; running the stage again continues from there.")
+    return read_run(stage, params)
+
+
+def read_run(stage: str, params: dict) -> PhaseRun:
+    """Returns a finished stage's run from its files (history.csv and best.pt), as `run_phase` would have."""
+    out = stage_outputs(Path(params["reports_root"]) / params["profile"])
+    manifests, _ = load_manifests(out.manifests)
+    _, _, fake_share = class_weights(training_rows(manifests["train"], params["train_fakes"])["label"],
+                                     params["balance"])
+    folder = out.phase1_dir if stage == "03_phase1_head" else out.phase2_dir
+    model, state = load_classifier(folder / "best.pt")
+    if stage == "03_phase1_head":
+        freeze_backbone(model)
+        info = {"backbone": state["backbone"], "init": state["init"]}
+    else:
+        unfreeze_last(model, params["trainable_blocks"])
+        phase1 = load_checkpoint(out.phase1_best, kind="classifier")
+        info = {"backbone": state["backbone"], "phase1_val_auc": float(phase1["best_metric"]),
+                "phase1_epoch": int(phase1["epoch"])}
+    info["trainable_parameters"] = sum(q.numel() for q in model.parameters() if q.requires_grad)
+    return PhaseRun(pd.read_csv(folder / "history.csv"), model, fake_share, info)
+
+
+def train(stage: str, params: dict, *, nproc_per_node: int = 1, nnodes: int = 1, node_rank: int = 0,
+          rdzv_endpoint: str = "") -> PhaseRun:
+    """Returns the run of ``stage``: trained here with one process, or under torchrun with several."""
+    if nproc_per_node > 1 or nnodes > 1:
+        return launch_torchrun(stage, params, nproc_per_node=nproc_per_node, nnodes=nnodes, node_rank=node_rank,
+                               rdzv_endpoint=rdzv_endpoint)
+    return run_phase(stage, params)
