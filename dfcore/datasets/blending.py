@@ -27,6 +27,7 @@ import pandas as pd
 from dfcore import LABELS
 
 TRAIN_FAKES = ("real", "sbi", "mixed")
+MASK_SIDE = 64  # blend masks are made on this grid, then resized to the image
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,8 @@ class SelfBlender:
     def __init__(self, settings: BlendSettings = BlendSettings(), seed: int = 0):
         self.settings = settings
         self.perturb = source_perturbation(seed, settings)
-        self._deform = A.ElasticTransform(alpha=60 * settings.elastic, sigma=8, p=1 if settings.elastic > 0 else 0)
+        # on the MASK_SIDE grid: a displacement field of up to ~5% of the side, smooth over ~4%
+        self._deform = A.ElasticTransform(alpha=17 * settings.elastic, sigma=2.3, p=1 if settings.elastic > 0 else 0)
         self.set_random_seed(seed)
 
     def set_random_seed(self, seed: int) -> None:
@@ -140,15 +142,22 @@ class SelfBlender:
         self._deform_compose = A.Compose([self._deform], seed=seed)
 
     def mask(self, image: np.ndarray, landmarks=None) -> np.ndarray:
-        """Returns the soft HxWx1 blending mask (deformed, blurred, times a random ratio)."""
+        """Returns the soft HxWx1 blending mask (deformed, blurred, times a random ratio).
+
+        The mask is drawn, deformed and blurred on a MASK_SIDE grid and then resized: it is smooth
+        anyway, and at 224 px the deformation and the blur cost 9 ms a face, a quarter of a
+        training step's budget on two cores (against under 1 ms on the grid).
+        """
         s = self.settings
-        mask = face_mask(image.shape, landmarks, face_share=s.face_share)
+        height, width = image.shape[:2]
+        scale = np.array([MASK_SIDE / width, MASK_SIDE / height])
+        points = None if landmarks is None else [np.asarray(p, np.float32) * scale for p in landmarks]
+        mask = face_mask((MASK_SIDE, MASK_SIDE), points, face_share=s.face_share)
         if s.elastic > 0:
             mask = self._deform_compose(image=mask)["image"]
-        side = max(image.shape[:2])
-        mask = cv2.GaussianBlur(mask, (0, 0), self.rng.uniform(*s.blur) * side)
+        mask = cv2.GaussianBlur(mask, (0, 0), self.rng.uniform(*s.blur) * MASK_SIDE)
         mask = mask / max(float(mask.max()), 1e-6) * self.rng.uniform(*s.ratio)
-        return mask[..., None]
+        return cv2.resize(mask, (width, height), interpolation=cv2.INTER_LINEAR)[..., None]
 
     def __call__(self, image: np.ndarray, landmarks=None) -> tuple[np.ndarray, np.ndarray]:
         source = self.perturb(image=image)["image"]
