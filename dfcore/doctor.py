@@ -80,6 +80,8 @@ def profile_checks(profile: str, *, data_dir: str = "", root: Path = ROOT) -> li
         return [Check("profile", False, str(err))]
     found = [Check("profile", True, f"params/profiles/{profile}/")]
     data = data_dir or params.get("01_data_manifests", {}).get("data_dir", "")
+    demo_dir = params.get("01_data_manifests", {}).get("demo_dir")
+    generated = {_named_path(demo_dir, root)} if demo_dir and not data else set()  # notebook 01 makes it
     if data:
         path = _named_path(data, root)
         found.append(Check("data", path.is_dir(), f"{data}" + ("" if path.is_dir() else
@@ -94,8 +96,10 @@ def profile_checks(profile: str, *, data_dir: str = "", root: Path = ROOT) -> li
                 "" if ok else ": not found; download the timm weights once (README, 'Pretrained weights')")))
         for extra in values.get("extra_eval_sets") or []:
             where = extra["path"] if isinstance(extra, dict) else extra
-            ok = _named_path(where, root).exists()
-            found.append(Check(f"extra set ({stage})", ok, f"{where}" + ("" if ok else ": not found")))
+            made = _named_path(where, root) in generated
+            ok = made or _named_path(where, root).exists()
+            found.append(Check(f"extra set ({stage})", ok, f"{where}" + (
+                " (the demo set, made by notebook 01)" if made else "" if ok else ": not found")))
     return found
 
 
