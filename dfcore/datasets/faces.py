@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
-from PIL import Image
+from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from dfcore.datasets.manifest import (
@@ -166,14 +166,10 @@ _DECODE_SIDE = 8192  # JPEGs larger than this are decoded at a reduced scale (fa
 def read_image_rgb(path) -> np.ndarray:
     """Returns any image PIL opens (grey, RGBA, CMYK, palette, 16-bit, up to `MAX_PIXELS`) as an HxWx3 uint8 RGB
     array, EXIF orientation applied; a `DataError` naming the file when it does not decode."""
-    import warnings as _warnings
-
-    from PIL import ImageOps
-
     limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, MAX_PIXELS
     try:
-        with _warnings.catch_warnings(), Image.open(path) as image:
-            _warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with warnings.catch_warnings(), Image.open(path) as image:
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image.draft("RGB", (_DECODE_SIDE, _DECODE_SIDE))  # JPEG only: decode huge ones at 1/2, 1/4, 1/8
             image = ImageOps.exif_transpose(image)
             if image.mode.startswith("I;16"):  # 16-bit grey: the top 8 bits, as an 8-bit export would keep
