@@ -52,6 +52,11 @@ class PhaseRun:
     info: dict
 
 
+def _outputs(params: dict):
+    """Returns the output folders of the run ``params`` describe (reports_root/profile)."""
+    return stage_outputs(Path(params["reports_root"]) / params["profile"])
+
+
 def blend_settings(params: dict) -> BlendSettings:
     """Returns the pseudo-fake settings a notebook's ``sbi_*`` parameters describe."""
     return BlendSettings(colour=params["sbi_colour"], sharpness=params["sbi_sharpness"], scale=params["sbi_scale"],
@@ -61,8 +66,7 @@ def blend_settings(params: dict) -> BlendSettings:
 
 def blend_examples(params: dict, n: int) -> tuple[list, list[str]]:
     """Returns ``n`` real training faces each followed by its pseudo-fake and blend mask, with titles."""
-    out = stage_outputs(Path(params["reports_root"]) / params["profile"])
-    manifests, data_root = load_manifests(out.manifests)
+    manifests, data_root = load_manifests(_outputs(params).manifests)
     dataset = BlendedDataset(manifests["train"], data_root, transform=None, fakes=params["train_fakes"],
                              settings=blend_settings(params), seed=params["seed"])
     return dataset.examples(n)
@@ -82,7 +86,7 @@ def run_phase(stage: str, params: dict) -> PhaseRun:
     if stage not in PHASES:
         raise ValueError(f"stage must be one of {PHASES}, got {stage!r}")
     p = params
-    out = stage_outputs(Path(p["reports_root"]) / p["profile"])
+    out = _outputs(p)
     seed_everything(p["seed"])
     dev = _device(p)
     dtype = amp_dtype(dev, p["amp"])
@@ -145,8 +149,7 @@ def launch_torchrun(stage: str, params: dict, *, nproc_per_node: int, nnodes: in
                     rdzv_endpoint: str = "") -> PhaseRun:
     """Runs ``stage`` under ``torchrun`` (DDP, ``nproc_per_node`` processes on each of ``nnodes`` nodes) with the
     same parameters, streaming its log; returns the run as read back from the files it wrote."""
-    out = stage_outputs(Path(params["reports_root"]) / params["profile"])
-    params_file = out.root / "params" / f"{stage}.torchrun.yaml"
+    params_file = _outputs(params).root / "params" / f"{stage}.torchrun.yaml"
     params_file.parent.mkdir(parents=True, exist_ok=True)
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
     where = (["--nnodes", str(nnodes), "--node_rank", str(node_rank), "--rdzv_backend", "c10d",
@@ -165,7 +168,7 @@ def launch_torchrun(stage: str, params: dict, *, nproc_per_node: int, nnodes: in
 
 def read_run(stage: str, params: dict) -> PhaseRun:
     """Returns a finished stage's run from its files (history.csv and best.pt), as `run_phase` would have."""
-    out = stage_outputs(Path(params["reports_root"]) / params["profile"])
+    out = _outputs(params)
     manifests, _ = load_manifests(out.manifests)
     _, _, fake_share = class_weights(training_rows(manifests["train"], params["train_fakes"])["label"],
                                      params["balance"])
