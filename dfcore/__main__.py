@@ -40,9 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--profile", default="demo")
     q.add_argument("--set", nargs=2, action="append", default=[], metavar=("NAME", "YAML_VALUE"),
                    help="override one parameter (repeatable), e.g. --set data_dir ../data")
-    t = commands.add_parser("train", help="run a training stage (phase 1 or 2) in this process; torchrun starts "
+    t = commands.add_parser("train", help="run a training stage (MIM, phase 1 or 2) in this process; torchrun starts "
                                           "one per GPU or CPU share: torchrun --nproc_per_node N -m dfcore train ...")
-    t.add_argument("stage", help="03_phase1_head or 04_phase2_finetune")
+    t.add_argument("stage", help="02_mim_pretrain, 03_phase1_head or 04_phase2_finetune")
     t.add_argument("--params-file", help="the resolved parameters (a notebook writes them); else --profile's")
     t.add_argument("--profile", default="demo")
     t.add_argument("--set", nargs=2, action="append", default=[], metavar=("NAME", "YAML_VALUE"),
@@ -67,7 +67,7 @@ def train_command(args) -> int:
     from dfcore import distributed
     from dfcore.params import stage_parameters
     from dfcore.runtime import chdir_project_root, resolve_device
-    from dfcore.trainers.stages import run_phase
+    from dfcore.trainers.stages import run_stage
 
     chdir_project_root()  # parameters hold paths relative to the project root
     overrides = {k: yaml.safe_load(v) for k, v in args.set}
@@ -77,7 +77,7 @@ def train_command(args) -> int:
         params = stage_parameters(args.stage, args.profile, defaults=True, **overrides)
     distributed.init_from_env(resolve_device(params.get("device", "auto")).type)
     try:
-        run_phase(args.stage, params)
+        run_stage(args.stage, params)
     finally:
         distributed.shutdown()
     return 0

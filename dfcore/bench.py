@@ -26,7 +26,7 @@ from dfcore.models import build_model, data_config
 from dfcore.params import stage_parameters, stages
 from dfcore.reporting import read_metrics, stage_outputs
 from dfcore.runtime import amp_dtype, seed_everything
-from dfcore.trainers import build_optimizer, build_scheduler, train_one_epoch, unfreeze_last
+from dfcore.trainers import ClassifierTask, build_optimizer, build_scheduler, train_one_epoch, unfreeze_last
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -141,8 +141,10 @@ def bench_trainer_vs_recipe(backbone: str = "mobilenetv2_100", image_size: int =
                 optimizer = build_optimizer(model, lr_head=1e-4, lr_backbone=1e-4)
                 scheduler = build_scheduler(optimizer, epochs=repeats + 1, steps_per_epoch=len(loader))
                 dtype = amp_dtype(torch.device("cpu"), amp)
-                rates = [train_one_epoch(model, loader, optimizer, scheduler, device=torch.device("cpu"),
-                                         dtype=dtype)["images_per_s"] for _ in range(repeats + 1)][1:]
+                task = ClassifierTask(None, device=torch.device("cpu"))
+                rates = [train_one_epoch(model.to(memory_format=torch.channels_last), loader, task, optimizer,
+                                         scheduler, device=torch.device("cpu"), dtype=dtype)["images_per_s"]
+                         for _ in range(repeats + 1)][1:]
                 result[f"{phase}_{key}_images_per_s"] = {"median": statistics.median(rates), "runs": rates,
                                                          "batch_size": batch_size, "num_workers": workers}
                 result[f"{phase}_{key}_speedup"] = statistics.median(rates) / statistics.median(recipe)

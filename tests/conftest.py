@@ -66,3 +66,23 @@ def write_video(path: Path, frames: int = 12, *, face: bool = True, size: int = 
         writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
     writer.release()
     return path
+
+
+@pytest.fixture
+def interrupt_at(monkeypatch):
+    """Returns a function that makes the training loop stop (KeyboardInterrupt, as a kill would) when epoch ``n``
+    starts, once; training after that runs normally."""
+    from dfcore.trainers import loop
+
+    reseed = loop.reseed_epoch
+
+    def arm(n: int) -> None:
+        def stop(loader, seed, epoch):
+            if epoch == n:
+                monkeypatch.setattr(loop, "reseed_epoch", reseed)
+                raise KeyboardInterrupt
+            reseed(loader, seed, epoch)
+
+        monkeypatch.setattr(loop, "reseed_epoch", stop)
+
+    return arm

@@ -7,7 +7,6 @@ from dfcore.checkpoint import load_checkpoint, save_checkpoint
 from dfcore.models import build_model
 from dfcore.runtime import seed_everything
 from dfcore.trainers import MAE, SimMIM, backbone_state, build_mim, pretrain
-from dfcore.trainers import mim as mim_module
 
 CPU = torch.device("cpu")
 # (backbone, image side, mask ratio): a CNN (SimMIM, pixel mask token), a ViT (MAE) and a
@@ -159,7 +158,7 @@ def _pretrain(tmp_path, epochs, resume=False):
     return mim, history
 
 
-def test_pretrain_writes_backbone_history_and_reconstructions_and_resumes_to_the_same_result(tmp_path, monkeypatch):
+def test_pretrain_writes_backbone_history_and_reconstructions_and_resumes_to_the_same_result(tmp_path, interrupt_at):
     full, full_history = _pretrain(tmp_path / "full", epochs=3)
     assert {"train_loss", "val_loss", "lr"} <= set(full_history)
     assert len(pd.read_csv(tmp_path / "full" / "steps.csv")) == 3 * 2  # two steps an epoch
@@ -167,17 +166,9 @@ def test_pretrain_writes_backbone_history_and_reconstructions_and_resumes_to_the
     assert sorted(shown["recon"]) == [0, 2, 3]  # before training, and after epochs 2 and 3
     assert shown["recon"][3].shape == shown["images"].shape == (4, 3, 64, 64)
     assert load_checkpoint(tmp_path / "full" / "backbone.pt", backbone="resnet10t", kind="mim-backbone")
-    reseed = mim_module._reseed_epoch
-
-    def interrupt_at_epoch_2(loader, seed, epoch):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        reseed(loader, seed, epoch)
-
-    monkeypatch.setattr(mim_module, "_reseed_epoch", interrupt_at_epoch_2)
+    interrupt_at(2)
     with pytest.raises(KeyboardInterrupt):
         _pretrain(tmp_path / "cut", epochs=3)
-    monkeypatch.undo()
     assert not (tmp_path / "cut" / "backbone.pt").exists()
     resumed, resumed_history = _pretrain(tmp_path / "cut", epochs=3, resume=True)
     pd.testing.assert_frame_equal(full_history.drop(columns="train_images_per_s"),

@@ -1,3 +1,4 @@
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -8,12 +9,13 @@ from dfcore.datasets import build_manifest, split_loader
 from dfcore.models import build_model
 from dfcore.runtime import seed_everything
 from dfcore.trainers import (
+    Task,
     TrainingError,
     build_optimizer,
-    build_scheduler,
     class_weights,
     fit,
     freeze_backbone,
+    run,
     unfreeze_last,
 )
 
@@ -37,8 +39,7 @@ def _run(tmp_path, epochs, resume=False, lr=3e-3, poison=False):
     model = build_model("resnet10t")
     train, val = _loaders(poison=poison)
     opt = build_optimizer(model, lr_head=lr, lr_backbone=lr)
-    sched = build_scheduler(opt, epochs=4, steps_per_epoch=len(train), warmup_epochs=1)
-    history = fit(model, train, val, optimizer=opt, scheduler=sched, epochs=epochs, out_dir=tmp_path, device=CPU,
+    history = fit(model, train, val, optimizer=opt, warmup_epochs=1, epochs=epochs, out_dir=tmp_path, device=CPU,
                   patience=10, resume=resume, meta={"backbone": "resnet10t", "image_size": 32})
     return model, history
 
@@ -52,9 +53,12 @@ def test_fit_writes_history_and_best_and_last_checkpoints(tmp_path):
     assert history["val_auc"].max() > 0.8  # the signal is learnt
 
 
-def test_resume_continues_an_interrupted_run_to_the_same_result(tmp_path):
+def test_resume_continues_an_interrupted_run_to_the_same_result(tmp_path, interrupt_at):
     full, full_history = _run(tmp_path / "full", epochs=4)
-    _run(tmp_path / "cut", epochs=2)  # "interrupted" after two epochs
+    interrupt_at(2)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path / "cut", epochs=4)  # interrupted after two epochs
+    assert len(pd.read_csv(tmp_path / "cut" / "history.csv")) == 2
     resumed, resumed_history = _run(tmp_path / "cut", epochs=4, resume=True)
     pd.testing.assert_frame_equal(full_history.drop(columns="train_images_per_s"),
                                   resumed_history.drop(columns="train_images_per_s"))
@@ -70,14 +74,15 @@ def _run_augmented(root, out, epochs, resume=False):
                             train=split == "train", num_workers=1) for split in ("train", "val")]
     model = build_model("resnet10t")
     opt = build_optimizer(model, lr_head=3e-3, lr_backbone=3e-3)
-    sched = build_scheduler(opt, epochs=3, steps_per_epoch=len(loaders[0]))
-    return fit(model, *loaders, optimizer=opt, scheduler=sched, epochs=epochs, out_dir=out, device=CPU, patience=10,
+    return fit(model, *loaders, optimizer=opt, epochs=epochs, out_dir=out, device=CPU, patience=10,
                resume=resume, meta={"backbone": "resnet10t", "image_size": 32})
 
 
-def test_resume_replays_augmentation_drawn_in_loader_workers(kaggle_root, tmp_path):
+def test_resume_replays_augmentation_drawn_in_loader_workers(kaggle_root, tmp_path, interrupt_at):
     full = _run_augmented(kaggle_root, tmp_path / "full", epochs=3)
-    _run_augmented(kaggle_root, tmp_path / "cut", epochs=1)
+    interrupt_at(1)
+    with pytest.raises(KeyboardInterrupt):
+        _run_augmented(kaggle_root, tmp_path / "cut", epochs=3)
     resumed = _run_augmented(kaggle_root, tmp_path / "cut", epochs=3, resume=True)
     pd.testing.assert_frame_equal(full.drop(columns="train_images_per_s"),
                                   resumed.drop(columns="train_images_per_s"))
@@ -108,8 +113,7 @@ def test_phase1_freezes_backbone_weights_and_batchnorm_statistics(tmp_path):
     before = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("fc.")}
     train, val = _loaders()
     opt = build_optimizer(model, lr_head=1e-2)
-    sched = build_scheduler(opt, epochs=1, steps_per_epoch=len(train))
-    fit(model, train, val, optimizer=opt, scheduler=sched, epochs=1, out_dir=tmp_path, device=CPU,
+    fit(model, train, val, optimizer=opt, epochs=1, out_dir=tmp_path, device=CPU,
         meta={"backbone": "resnet10t"})
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # running_mean/var included
@@ -156,7 +160,7 @@ import sys, time, torch
 from torch.utils.data import DataLoader, Dataset
 from dfcore.models import build_model
 from dfcore.runtime import seed_everything
-from dfcore.trainers import build_optimizer, build_scheduler, fit
+from dfcore.trainers import build_optimizer, fit
 
 class Slow(Dataset):  # 5 ms an image, so that an epoch lasts long enough to be killed in
     def __init__(self, x, y): self.x, self.y = x, y
@@ -175,8 +179,7 @@ train = DataLoader(Slow(x[:128], y[:128]), batch_size=16, shuffle=True, generato
 val = DataLoader(Slow(x[128:], y[128:]), batch_size=32)
 model = build_model("resnet10t")
 opt = build_optimizer(model, lr_head=3e-3, lr_backbone=3e-3)
-sched = build_scheduler(opt, epochs=4, steps_per_epoch=len(train), warmup_epochs=1)
-fit(model, train, val, optimizer=opt, scheduler=sched, epochs=4, out_dir=sys.argv[1], device=torch.device("cpu"),
+fit(model, train, val, optimizer=opt, warmup_epochs=1, epochs=4, out_dir=sys.argv[1], device=torch.device("cpu"),
     patience=10, resume=True, meta={"backbone": "resnet10t", "image_size": 32, "params": {"lr": 3e-3, "resume": True}})
 """
 
@@ -221,8 +224,7 @@ def test_a_run_with_other_parameters_starts_fresh_and_keeps_the_old_one_aside(tm
     model = build_model("resnet10t")
     train, val = _loaders()
     opt = build_optimizer(model, lr_head=1e-3, lr_backbone=1e-3)
-    sched = build_scheduler(opt, epochs=2, steps_per_epoch=len(train))
-    history = fit(model, train, val, optimizer=opt, scheduler=sched, epochs=2, out_dir=tmp_path / "run", device=CPU,
+    history = fit(model, train, val, optimizer=opt, epochs=2, out_dir=tmp_path / "run", device=CPU,
                   resume=True, meta={"backbone": "resnet10t", "image_size": 32, "params": {"lr": 1e-3}})
     assert list(history["epoch"]) == [0, 1]  # trained from the start
     assert "kept aside" in capsys.readouterr().out
@@ -251,3 +253,41 @@ def test_hard_examples_are_the_training_images_the_model_gets_wrong_and_are_draw
     assert list(draw) == [5.0 if label == 0 else 1.0 for label in train.dataset.manifest["label"]]
     sbi = split_loader(frames, kaggle_root, "train", train=True, weights=weights, fakes="sbi", **kwargs)
     assert list(sbi.sampler.weights.numpy()) == [5.0] * 3 + [1.0] * 3  # pseudo-fakes are not re-weighted
+
+
+class _Regression(torch.nn.Module):
+    """No batch statistics, so one step on a batch equals one step accumulated over its halves."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = torch.nn.Conv2d(3, 4, 3), torch.nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).mean((2, 3)))
+
+
+class _CrossEntropy(Task):
+    def loss(self, model, batch):
+        images, labels = batch
+        return torch.nn.functional.cross_entropy(model(images), labels)
+
+
+@pytest.mark.parametrize("accum_steps", [2, 4])
+def test_gradient_accumulation_takes_the_steps_of_the_whole_batch(tmp_path, accum_steps):
+    x = torch.randn(32, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(32) % 2
+    weights = {}
+    for accum in (1, accum_steps):
+        torch.manual_seed(0)
+        model = _Regression()
+        loader = DataLoader(TensorDataset(x, y), batch_size=16 // accum, generator=torch.Generator())
+        history = run(model, loader, _CrossEntropy(), optimizer=torch.optim.SGD(model.parameters(), lr=0.5), epochs=2,
+                      out_dir=tmp_path / str(accum), device=CPU, accum_steps=accum)
+        weights[accum] = model.state_dict()
+        steps = pd.read_csv(tmp_path / str(accum) / "steps.csv")
+        assert len(steps) == 2 * 2  # two optimizer steps of 16 images an epoch, whatever the accumulation
+        assert np.isclose(steps["train_loss"].iloc[:2].mean(), history["train_loss"].iloc[0])
+    for key, value in weights[1].items():
+        torch.testing.assert_close(weights[accum_steps][key], value, rtol=1e-5, atol=1e-6)
+    torch.manual_seed(0)
+    assert not torch.equal(weights[1]["fc.weight"], _Regression().fc.weight)  # it did train

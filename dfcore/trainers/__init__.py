@@ -1,23 +1,25 @@
-"""Trainers: MIM pretraining, phase-1 head-only training and phase-2 fine-tuning."""
+"""Trainers: MIM pretraining, phase-1 head-only training and phase-2 fine-tuning, all through one loop (`loop.run`)."""
 
 from dfcore.trainers.classifier import (
-    TrainingError,
+    ClassifierTask,
     build_optimizer,
-    build_scheduler,
     class_weights,
     fit,
     freeze_backbone,
     hard_example_weights,
-    train_one_epoch,
     unfreeze_last,
     validate,
 )
-from dfcore.trainers.mim import MAE, MaskedImageModel, SimMIM, backbone_state, build_mim, pretrain
+from dfcore.trainers.loop import Task, TrainingError, build_scheduler, run, train_one_epoch
+from dfcore.trainers.mim import MAE, MaskedImageModel, MIMTask, SimMIM, backbone_state, build_mim, pretrain
 
 __all__ = [
     "MAE",
+    "ClassifierTask",
+    "MIMTask",
     "MaskedImageModel",
     "SimMIM",
+    "Task",
     "TrainingError",
     "backbone_state",
     "build_optimizer",
@@ -28,6 +30,7 @@ __all__ = [
     "freeze_backbone",
     "hard_example_weights",
     "pretrain",
+    "run",
     "train_one_epoch",
     "unfreeze_last",
     "validate",

@@ -1,34 +1,21 @@
 """Supervised training of a real/fake classifier: phase 1 (head only) and phase 2 (fine-tuning).
 
-`train_one_epoch` and `validate` are plain functions returning a dict of metrics; `fit`
-wires them into a loop with early stopping on validation AUC, a per-epoch history CSV and
-atomic best/last checkpoints. No callback framework.
+`validate` is a plain function returning a dict of metrics; `ClassifierTask` is the classifier's part of the
+study's one training loop (`dfcore.trainers.loop`), and `fit` runs it with early stopping on validation AUC.
+No callback framework.
 """
 
 from __future__ import annotations
-
-import math
-import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 from timm.models import group_parameters
-from timm.scheduler import CosineLRScheduler
-from tqdm import tqdm
 
 from dfcore import LABELS
-from dfcore.checkpoint import resumable_state, run_key, save_checkpoint
-from dfcore.datasets import seed_augmentation
-from dfcore.datasets.dataset import RANK_STRIDE
-from dfcore.distributed import barrier, context, gather_rows, sum_all
+from dfcore.distributed import context, gather_rows
 from dfcore.evaluation import binary_metrics, predict
-from dfcore.runtime import autocast
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (a NaN loss, say); the message says where it stopped and what was kept."""
+from dfcore.trainers.loop import Task, run
 
 
 def freeze_backbone(model: torch.nn.Module) -> list[torch.nn.Parameter]:
@@ -69,16 +56,6 @@ def class_weights(labels, mode: str) -> tuple[torch.Tensor | None, bool, float]:
     raise ValueError(f"balance must be 'none', 'sampler' or 'loss', got {mode!r}")
 
 
-def set_train_mode(model: torch.nn.Module) -> None:
-    """Puts the model in training mode, but keeps frozen normalisation layers (and their running stats) in eval."""
-    model.train()
-    for module in model.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and not any(
-            p.requires_grad for p in module.parameters()
-        ):
-            module.eval()
-
-
 def build_optimizer(model, *, lr_head: float, lr_backbone: float = 0.0, weight_decay: float = 0.05):
     """Returns AdamW with one group for the classifier and one for the trainable backbone parameters."""
     head_ids = {id(p) for p in model.get_classifier().parameters()}
@@ -88,103 +65,6 @@ def build_optimizer(model, *, lr_head: float, lr_backbone: float = 0.0, weight_d
     if backbone:
         groups.append({"params": backbone, "lr": lr_backbone, "name": "backbone"})
     return torch.optim.AdamW(groups, weight_decay=weight_decay)
-
-
-def build_scheduler(optimizer, *, epochs: int, steps_per_epoch: int, warmup_epochs: float = 0.0):
-    """Returns a per-step cosine schedule with linear warm-up (timm), ending at 1% of each group's LR."""
-    total = max(1, epochs * steps_per_epoch)
-    return CosineLRScheduler(
-        optimizer,
-        t_initial=total,
-        lr_min=0.0,
-        warmup_t=int(warmup_epochs * steps_per_epoch),
-        warmup_lr_init=0.0,
-        warmup_prefix=True,
-        t_in_epochs=False,
-    )
-
-
-def _reseed_epoch(loader, seed: int, epoch: int) -> None:
-    """Seeds shuffling and augmentation from (seed, epoch), so a resumed run replays the same epochs.
-
-    The shuffle is the same on every rank (each takes its share of it); augmentation differs by rank.
-    """
-    torch.manual_seed(seed * 1000 + epoch)
-    if loader.generator is not None:
-        loader.generator.manual_seed(seed * 1000 + epoch)
-    seed_augmentation(loader.dataset, seed * 1000 + epoch + RANK_STRIDE * context().rank)
-
-
-def check_finite(value: float, *, epoch: int, step: int) -> None:
-    """Raises `TrainingError` naming the epoch and step when a loss is NaN or infinite."""
-    if not math.isfinite(value):
-        raise TrainingError(
-            f"The loss became {value} at epoch {epoch}, step {step} of that epoch. Training stopped; the last good "
-            "checkpoint (last.pt, from the epoch before) is kept. Lower the learning rate, turn on grad_clip, "
-            "or turn AMP off."
-        )
-
-
-def grad_scaler(dtype) -> torch.amp.GradScaler | None:
-    """Returns the one GradScaler a whole fp16 run needs (None for fp32 and bf16, which need none)."""
-    return torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
-
-
-def optimizer_step(loss, optimizer, *, scaler=None, params=None, grad_clip: float = 0.0) -> None:
-    """Back-propagates ``loss`` and steps ``optimizer``: through ``scaler`` for fp16, clipping ``params`` if asked."""
-    optimizer.zero_grad(set_to_none=True)
-    if scaler is not None:
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-    else:
-        loss.backward()
-    if grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(params, grad_clip)
-    if scaler is not None:
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        optimizer.step()
-
-
-def restore(state: dict, model, optimizer, scheduler, scaler=None) -> None:
-    """Loads a ``last.pt`` state into the model, optimizer, scheduler and (when used) the GradScaler."""
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    if scaler is not None and state.get("scaler"):
-        scaler.load_state_dict(state["scaler"])
-
-
-def train_one_epoch(model, loader, optimizer, scheduler, *, device, dtype=None, scaler=None,
-                    grad_clip: float = 0.0, epoch: int = 0, step: int = 0, loss_weights=None) -> dict:
-    """Returns ``{'loss', 'images_per_s', 'step'}`` after one pass over ``loader``; stops on a NaN/inf loss."""
-    set_train_mode(model)
-    # NHWC is oneDNN's and cuDNN's fast convolution layout: a bf16 mobilenetv2 step ran 1.4x faster on 2 CPU cores
-    model.to(memory_format=torch.channels_last)
-    params = [p for p in model.parameters() if p.requires_grad]
-    distributed = context().active
-    if loss_weights is not None:
-        loss_weights = loss_weights.to(device)
-    total, count = 0.0, 0
-    start = time.perf_counter()
-    for i, (images, labels) in enumerate(tqdm(loader, desc=f"epoch {epoch}", mininterval=30, leave=False)):
-        images = images.to(device, non_blocking=True, memory_format=torch.channels_last)
-        labels = labels.to(device, non_blocking=True)
-        with autocast(device, dtype):
-            loss = torch.nn.functional.cross_entropy(model(images), labels, weight=loss_weights)
-        value = loss.item()
-        # every rank stops together: one rank leaving the lock-step alone would hang the others
-        check_finite(min(sum_all([value if math.isfinite(value) else -math.inf])) if distributed else value,
-                     epoch=epoch, step=i)
-        optimizer_step(loss, optimizer, scaler=scaler, params=params, grad_clip=grad_clip)
-        step += 1
-        scheduler.step_update(step)
-        total += value * len(labels)
-        count += len(labels)
-    elapsed = time.perf_counter() - start
-    total, count = sum_all([total, count])  # the whole batch of every rank
-    return {"loss": total / max(count, 1), "images_per_s": count / max(elapsed, 1e-9), "step": step}
 
 
 def hard_example_weights(model, loader, *, weight: float, device, dtype=None) -> pd.Series:
@@ -214,19 +94,44 @@ def validate(model, loader, *, device, dtype=None) -> dict:
     return {"loss": loss, "auc": m["auc"], "accuracy": m["accuracy"]}
 
 
+
+
+class ClassifierTask(Task):
+    """Cross-entropy on (images, labels) batches; after each epoch, loss, AUC and accuracy on the validation split,
+    the AUC picking ``best.pt``."""
+
+    kind, monitor = "classifier", "val_auc"
+
+    def __init__(self, val_loader, *, device, dtype=None, loss_weights: torch.Tensor | None = None):
+        self.val_loader, self.device, self.dtype = val_loader, device, dtype
+        self.loss_weights = loss_weights.to(device) if loss_weights is not None else None
+
+    def loss(self, model, batch):
+        images, labels = batch
+        return torch.nn.functional.cross_entropy(model(images), labels, weight=self.loss_weights)
+
+    def evaluate(self, model, epoch):
+        val = validate(model, self.val_loader, device=self.device, dtype=self.dtype)
+        return {"val_loss": val["loss"], "val_auc": val["auc"], "val_accuracy": val["accuracy"]}
+
+    def checkpoint_items(self):
+        return {"label_map": LABELS}
+
+
 def fit(
     model,
     train_loader,
     val_loader,
     *,
     optimizer,
-    scheduler,
     epochs: int,
     out_dir,
     device,
     dtype=None,
+    warmup_epochs: float = 0.0,
     patience: int = 3,
     grad_clip: float = 0.0,
+    accum_steps: int = 1,
     seed: int = 0,
     resume: bool = False,
     meta: dict | None = None,
@@ -234,55 +139,12 @@ def fit(
 ) -> pd.DataFrame:
     """Trains with early stopping on validation AUC; returns the per-epoch history.
 
-    Writes ``history.csv``, ``last.pt`` (every epoch) and ``best.pt`` (best validation AUC)
-    under ``out_dir``. ``meta`` (backbone name, image size, resolved parameters, ...) is
-    stored in both checkpoints with the label map. With ``resume``, continues from the
-    ``last.pt`` of an interrupted run with the same ``meta`` (see `resumable_state`); any
-    other earlier run there is kept aside, never overwritten.
+    Writes ``history.csv``, ``steps.csv``, ``last.pt`` (every epoch) and ``best.pt`` (best validation AUC)
+    under ``out_dir`` (see `dfcore.trainers.loop.run`, which also explains ``resume`` and ``accum_steps``).
+    ``meta`` (backbone name, image size, resolved parameters, ...) is stored in both checkpoints with the
+    label map.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    meta = dict(meta or {})
-    scaler = grad_scaler(dtype)
-    ctx = context()
-    history, start_epoch, best, stale, step = [], 0, -math.inf, 0, 0
-    state = resumable_state(out_dir, meta, resume=resume, kind="classifier")
-    if state is not None:
-        restore(state, model, optimizer, scheduler, scaler)
-        start_epoch, best, stale, step = state["epoch"] + 1, state["best_metric"], state["stale"], state["step"]
-        history = pd.read_csv(out_dir / "history.csv").to_dict("records")[:start_epoch]
-    model.to(memory_format=torch.channels_last)  # before DDP wraps it: DDP keeps views of the parameters
-    trained = model
-    if ctx.active:  # gradients averaged over the ranks; the checkpoints hold the model itself, no 'module.' prefixes
-        trained = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[ctx.local_rank] if device.type == "cuda" else None)
-    for epoch in range(start_epoch, epochs):
-        if stale >= patience:
-            break
-        _reseed_epoch(train_loader, seed, epoch)
-        lrs = {f"lr_{g.get('name', i)}": g["lr"] for i, g in enumerate(optimizer.param_groups)}
-        train = train_one_epoch(trained, train_loader, optimizer, scheduler, device=device, dtype=dtype,
-                                scaler=scaler, grad_clip=grad_clip, epoch=epoch, step=step, loss_weights=loss_weights)
-        step = train["step"]
-        val = validate(model, val_loader, device=device, dtype=dtype)
-        improved = val["auc"] > best
-        best, stale = (val["auc"], 0) if improved else (best, stale + 1)
-        history.append({"epoch": epoch, "train_loss": train["loss"], "val_loss": val["loss"],
-                        "val_auc": val["auc"], "val_accuracy": val["accuracy"], **lrs,
-                        "train_images_per_s": train["images_per_s"]})
-        state = {
-            **meta, "kind": "classifier", "run_key": run_key(meta), "label_map": LABELS, "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else None,
-            "epoch": epoch, "step": step, "best_metric": best, "stale": stale, "val": val,
-        }
-        if ctx.main:  # one writer; the others wait for the files before going on
-            if improved:
-                save_checkpoint(state, out_dir / "best.pt")
-            save_checkpoint(state, out_dir / "last.pt")
-            pd.DataFrame(history).to_csv(out_dir / "history.csv", index=False)
-            print(f"epoch {epoch}: train loss {train['loss']:.4f}, val loss {val['loss']:.4f}, "
-                  f"val AUC {val['auc']:.4f}, {train['images_per_s']:.0f} img/s" + (" *" if improved else ""),
-                  flush=True)
-        barrier()
-    return pd.DataFrame(history)
+    task = ClassifierTask(val_loader, device=device, dtype=dtype, loss_weights=loss_weights)
+    return run(model, train_loader, task, optimizer=optimizer, epochs=epochs, out_dir=out_dir, device=device,
+               dtype=dtype, warmup_epochs=warmup_epochs, grad_clip=grad_clip, accum_steps=accum_steps,
+               patience=patience, seed=seed, resume=resume, meta=meta)

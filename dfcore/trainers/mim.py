@@ -20,7 +20,6 @@ only input, so every gradient of the loss reaches the encoder (a test checks it)
 from __future__ import annotations
 
 import math
-import time
 from functools import partial
 from pathlib import Path
 
@@ -30,19 +29,12 @@ import torch
 from timm.layers import build_sincos2d_pos_embed
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
-from tqdm import tqdm
 
-from dfcore.checkpoint import load_checkpoint, resumable_state, run_key, save_checkpoint
+from dfcore.checkpoint import load_checkpoint, save_checkpoint
+from dfcore.distributed import context
 from dfcore.models import classifier_names
 from dfcore.runtime import autocast
-from dfcore.trainers.classifier import (
-    _reseed_epoch,
-    build_scheduler,
-    check_finite,
-    grad_scaler,
-    optimizer_step,
-    restore,
-)
+from dfcore.trainers.loop import Task, run
 
 
 def patchify(images: torch.Tensor, p: int) -> torch.Tensor:
@@ -237,6 +229,47 @@ def reconstruct(mim: MaskedImageModel, images, mask, *, device, dtype=None) -> t
     return loss.item(), recon.float().cpu()
 
 
+class MIMTask(Task):
+    """The masked-patch loss of ``mim`` on unlabelled images; after each epoch (rank 0), the loss of a fixed
+    batch ``watch`` of validation images under one fixed mask, whose reconstructions are kept
+    (``reconstructions.pt``) after ``snapshots`` points of training, before the first epoch included."""
+
+    kind = "mim-state"
+    find_unused_parameters = True  # the encoder's classifier (and a ViT's unused norm) take no part in MIM
+
+    def __init__(self, mim: MaskedImageModel, *, epochs: int, device, dtype=None, watch=None, snapshots: int = 3,
+                 seed: int = 0):
+        self.mim, self.device, self.dtype, self.shown, self.path = mim, device, dtype, None, None
+        self.keep = snapshot_epochs(epochs, snapshots)
+        if watch is not None:
+            self.shown = {"kind": "mim-reconstructions", "images": watch.cpu(),
+                          "mask": mim.random_mask(watch.cpu(), torch.Generator().manual_seed(seed)), "recon": {}}
+
+    def loss(self, model, batch):
+        return model(batch[0])[0]
+
+    def _reconstruct(self):
+        return reconstruct(self.mim, self.shown["images"], self.shown["mask"], device=self.device, dtype=self.dtype)
+
+    def start(self, out_dir, start_epoch):
+        if self.shown is None or not context().main:
+            return
+        self.path = out_dir / "reconstructions.pt"
+        if start_epoch > 0 and self.path.exists():
+            self.shown = load_checkpoint(self.path, kind="mim-reconstructions")
+        elif start_epoch == 0 and 0 in self.keep:
+            self.shown["recon"][0] = self._reconstruct()[1]
+
+    def evaluate(self, model, epoch):
+        if self.shown is None or not context().main:
+            return {}
+        val_loss, recon = self._reconstruct()
+        if epoch + 1 in self.keep:
+            self.shown["recon"][epoch + 1] = recon
+        save_checkpoint(self.shown, self.path)
+        return {"val_loss": val_loss}
+
+
 def pretrain(
     mim: MaskedImageModel,
     loader,
@@ -248,77 +281,28 @@ def pretrain(
     dtype=None,
     warmup_epochs: float = 0.5,
     weight_decay: float = 0.05,
+    accum_steps: int = 1,
     seed: int = 0,
     resume: bool = False,
     watch: torch.Tensor | None = None,
     snapshots: int = 3,
     meta: dict | None = None,
 ) -> pd.DataFrame:
-    """Pretrains ``mim`` and returns the per-epoch loss history.
+    """Pretrains ``mim`` through the study's training loop (`dfcore.trainers.loop.run`, DDP under torchrun);
+    returns the per-epoch loss history.
 
-    Writes ``history.csv``, ``steps.csv`` (loss and LR per step), ``last.pt`` (the whole MIM
-    state, for ``resume``: an interrupted run with the same ``meta`` continues, any other earlier
-    run is kept aside) and ``backbone.pt`` (the encoder alone, what notebook 03 loads)
-    under ``out_dir``. With a fixed
-    batch of ``watch`` images (validation ones), each epoch also records their masked loss
-    (``val_loss``, one fixed mask), and ``reconstructions.pt`` keeps their reconstructions after
-    ``snapshots`` points of training, before the first epoch included.
+    Writes ``history.csv``, ``steps.csv`` (loss and LR per step), ``last.pt`` (the whole MIM state, for
+    ``resume``: an interrupted run with the same ``meta`` continues, any other earlier run is kept aside) and
+    ``backbone.pt`` (the encoder alone, what notebook 03 loads) under ``out_dir``. With a fixed batch of
+    ``watch`` images (validation ones), each epoch also records their masked loss (``val_loss``, one fixed
+    mask), and ``reconstructions.pt`` keeps their reconstructions after ``snapshots`` points of training.
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    meta = dict(meta or {})
-    mim.to(device)
     optimizer = torch.optim.AdamW(mim.parameters(), lr=lr, weight_decay=weight_decay)
-    scheduler = build_scheduler(optimizer, epochs=epochs, steps_per_epoch=len(loader), warmup_epochs=warmup_epochs)
-    scaler = grad_scaler(dtype)
-    history, steps, start_epoch, step = [], [], 0, 0
-    if watch is not None:
-        shown = {"kind": "mim-reconstructions", "images": watch.cpu(),
-                 "mask": mim.random_mask(watch.cpu(), torch.Generator().manual_seed(seed)), "recon": {}}
-    state = resumable_state(out_dir, meta, resume=resume, kind="mim-state")
-    if state is not None:
-        restore(state, mim, optimizer, scheduler, scaler)
-        start_epoch, step = state["epoch"] + 1, state["step"]
-        history = pd.read_csv(out_dir / "history.csv").to_dict("records")[:start_epoch]
-        steps = pd.read_csv(out_dir / "steps.csv").to_dict("records")[:step]
-        if watch is not None and (out_dir / "reconstructions.pt").exists():
-            shown = load_checkpoint(out_dir / "reconstructions.pt", kind="mim-reconstructions")
-    keep = snapshot_epochs(epochs, snapshots)
-    if watch is not None and start_epoch == 0 and 0 in keep:
-        shown["recon"][0] = reconstruct(mim, shown["images"], shown["mask"], device=device, dtype=dtype)[1]
-    for epoch in range(start_epoch, epochs):
-        _reseed_epoch(loader, seed, epoch)
-        mim.train()
-        total, count, start = 0.0, 0, time.perf_counter()
-        for i, (images, _) in enumerate(tqdm(loader, desc=f"mim epoch {epoch}", mininterval=30, leave=False)):
-            images = images.to(device, non_blocking=True)
-            with autocast(device, dtype):
-                loss, _, _ = mim(images)
-            value = loss.item()
-            check_finite(value, epoch=epoch, step=i)
-            optimizer_step(loss, optimizer, scaler=scaler)
-            steps.append({"step": step, "epoch": epoch + (i + 1) / len(loader), "train_loss": value,
-                          "lr": optimizer.param_groups[0]["lr"]})
-            step += 1
-            scheduler.step_update(step)
-            total += value * len(images)
-            count += len(images)
-        row = {"epoch": epoch, "train_loss": total / max(count, 1), "lr": optimizer.param_groups[0]["lr"],
-               "train_images_per_s": count / max(time.perf_counter() - start, 1e-9)}
-        if watch is not None:
-            row["val_loss"], recon = reconstruct(mim, shown["images"], shown["mask"], device=device, dtype=dtype)
-            if epoch + 1 in keep:
-                shown["recon"][epoch + 1] = recon
-            save_checkpoint(shown, out_dir / "reconstructions.pt")
-        history.append(row)
-        save_checkpoint({**meta, "kind": "mim-state", "run_key": run_key(meta), "model": mim.state_dict(),
-                         "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict(), "epoch": epoch, "step": step,
-                         "scaler": scaler.state_dict() if scaler is not None else None}, out_dir / "last.pt")
-        pd.DataFrame(history).to_csv(out_dir / "history.csv", index=False)
-        pd.DataFrame(steps).to_csv(out_dir / "steps.csv", index=False)
-        print(f"mim epoch {epoch}: loss {row['train_loss']:.4f}"
-              + (f", fixed validation batch {row['val_loss']:.4f}" if watch is not None else "")
-              + f", {row['train_images_per_s']:.0f} img/s", flush=True)
-    save_checkpoint({**meta, "kind": "mim-backbone", "model": backbone_state(mim.encoder)}, out_dir / "backbone.pt")
-    return pd.DataFrame(history)
+    task = MIMTask(mim, epochs=epochs, device=device, dtype=dtype, watch=watch, snapshots=snapshots, seed=seed)
+    history = run(mim, loader, task, optimizer=optimizer, epochs=epochs, out_dir=out_dir, device=device, dtype=dtype,
+                  warmup_epochs=warmup_epochs, accum_steps=accum_steps, seed=seed, resume=resume, meta=meta)
+    if context().main:
+        save_checkpoint({**(meta or {}), "kind": "mim-backbone", "model": backbone_state(mim.encoder)},
+                        out_dir / "backbone.pt")
+    return history

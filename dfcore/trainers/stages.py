@@ -1,7 +1,8 @@
-"""The two training stages, phase 1 (notebook 03) and phase 2 (notebook 04), as functions of a notebook's resolved
-parameters: the notebook calls them in its kernel, and ``python -m dfcore train`` calls them in every process that
-``torchrun`` starts (papermill's kernel cannot host several processes). Either way the results are files:
-``history.csv`` and the checkpoints, which the notebook reads back to plot and report.
+"""The three training stages, MIM pretraining (notebook 02), phase 1 (notebook 03) and phase 2 (notebook 04), as
+functions of a notebook's resolved parameters: the notebook calls them in its kernel, and ``python -m dfcore train``
+calls them in every process that ``torchrun`` starts (papermill's kernel cannot host several processes). Either way
+the results are files: ``history.csv``, ``steps.csv`` and the checkpoints, which the notebook reads back to plot and
+report.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 import yaml
@@ -29,9 +31,9 @@ from dfcore.distributed import context
 from dfcore.models import build_model, data_config, load_classifier
 from dfcore.reporting import stage_outputs
 from dfcore.runtime import amp_dtype, resolve_device, seed_everything
+from dfcore.trainers.mim import build_mim, pretrain
 from dfcore.trainers.classifier import (
     build_optimizer,
-    build_scheduler,
     class_weights,
     fit,
     freeze_backbone,
@@ -39,17 +41,29 @@ from dfcore.trainers.classifier import (
     unfreeze_last,
 )
 
+MIM = "02_mim_pretrain"
 PHASES = ("03_phase1_head", "04_phase2_finetune")
+STAGES = (MIM, *PHASES)
 
 
 @dataclass
-class PhaseRun:
-    """What a training stage leaves for its notebook: the history, the model and the numbers it reports."""
+class StageRun:
+    """What a training stage leaves for its notebook: the history, the model and the numbers it reports
+    (``fake_share``: the share of fakes the classifier's loss effectively sees; None for MIM)."""
 
     history: pd.DataFrame
     model: torch.nn.Module | None
-    fake_share: float
     info: dict
+    fake_share: float | None = None
+
+
+def micro_batch(batch_size: int, accum_steps: int) -> int:
+    """Returns the batch a loader yields when ``accum_steps`` of them make one optimizer step of ``batch_size`` (the
+    global batch: `split_loader` divides it further among DDP processes)."""
+    if accum_steps < 1 or batch_size % accum_steps:
+        raise ValueError(f"batch_size {batch_size} must be a multiple of accum_steps {accum_steps}: every optimizer "
+                         "step averages accum_steps equal batches. Change one of the two.")
+    return batch_size // accum_steps
 
 
 def _outputs(params: dict):
@@ -78,7 +92,56 @@ def _device(params: dict) -> torch.device:
     return torch.device("cuda", ctx.local_rank) if device.type == "cuda" and ctx.active else device
 
 
-def run_phase(stage: str, params: dict) -> PhaseRun:
+def build_mim_model(params: dict):
+    """Returns the masked-image model notebook 02's parameters describe (MAE for ViTs, SimMIM otherwise), untrained."""
+    p = params
+    encoder = build_model(p["backbone"], image_size=p["image_size"])
+    return build_mim(encoder, mask_ratio=p["mask_ratio"], norm_pix=p["norm_pix"], decoder_dim=p["decoder_dim"],
+                     decoder_depth=p["decoder_depth"], decoder_heads=p["decoder_heads"])
+
+
+def _mim_info(mim, n_images: int) -> dict:
+    n_encoder = sum(q.numel() for q in mim.encoder.parameters())
+    return {"method": type(mim).__name__, "encoder_parameters": n_encoder,
+            "decoder_parameters": sum(q.numel() for q in mim.parameters()) - n_encoder, "images": n_images}
+
+
+def _mim_labels(params: dict) -> tuple[int, ...] | None:
+    """Returns the labels of the training images MIM learns from (``mim_images``: 'all', or 'real' only)."""
+    return {"all": None, "real": (0,)}[params["mim_images"]]
+
+
+def run_mim(params: dict) -> StageRun:
+    """Pretrains notebook 02's masked-image model with ``params``; returns the run (``info``: method and sizes)."""
+    p = params
+    out = _outputs(p)
+    seed_everything(p["seed"])
+    dev = _device(p)
+    manifests, data_root = load_manifests(out.manifests)
+    mim = build_mim_model(p)
+    cfg = data_config(mim.encoder)
+    labels = _mim_labels(p)
+    loader = split_loader(manifests, data_root, "train", image_size=p["image_size"], mean=cfg["mean"], std=cfg["std"],
+                          batch_size=micro_batch(p["mim_batch_size"], p["accum_steps"]), train=True, augment="flip",
+                          seed=p["seed"], num_workers=p["num_workers"], labels=labels)
+    val = split_loader(manifests, data_root, "val", image_size=p["image_size"], mean=cfg["mean"], std=cfg["std"],
+                       batch_size=p["recon_images"], seed=p["seed"]).dataset
+    watch = torch.stack([val[i][0] for i in np.linspace(0, len(val) - 1, p["recon_images"]).astype(int)])
+    info = _mim_info(mim, len(loader.dataset))
+    if context().main:
+        print(f"{info['method']} on {p['backbone']}: {info['encoder_parameters'] / 1e6:.1f} M encoder and "
+              f"{info['decoder_parameters'] / 1e6:.2f} M decoder parameters, masking {p['mask_ratio']:.0%} of "
+              f"{mim.stride}-pixel patches, {info['images']} images on {dev}, {context().world_size} process(es)")
+    history = pretrain(mim, loader, epochs=p["mim_epochs"], lr=p["mim_lr"], out_dir=out.mim_dir, device=dev,
+                       dtype=amp_dtype(dev, p["amp"]), warmup_epochs=p["mim_warmup_epochs"],
+                       accum_steps=p["accum_steps"], seed=p["seed"], resume=p["resume"], watch=watch,
+                       snapshots=p["recon_snapshots"],
+                       meta={"backbone": p["backbone"], "image_size": p["image_size"], "params": params,
+                             "data_sha256": manifests_sha256(manifests)})
+    return StageRun(history, mim, info)
+
+
+def run_phase(stage: str, params: dict) -> StageRun:
     """Trains ``stage`` (phase 1 or phase 2) with ``params`` (a notebook's resolved parameters); returns the run.
 
     Paths in ``params`` are relative to the project root, the working directory.
@@ -120,7 +183,8 @@ def run_phase(stage: str, params: dict) -> PhaseRun:
         say(f"hard examples: {int((hard > 1).sum())} of {len(hard)} training images misclassified by phase 1, "
             f"drawn {p['hard_example_weight']}x as often")
     loaders = {split: split_loader(manifests, data_root, split, image_size=image_size, mean=cfg["mean"], std=cfg["std"],
-                                   batch_size=p["batch_size"], train=split == "train", augment=p["augment"],
+                                   batch_size=micro_batch(p["batch_size"], p["accum_steps"]) if split == "train"
+                                   else p["batch_size"], train=split == "train", augment=p["augment"],
                                    balance=sampler, seed=p["seed"], num_workers=p["num_workers"],
                                    fakes=p["train_fakes"], blend=blend_settings(p), cache_dir=cache_dir, weights=hard)
                for split in ("train", "val")}
@@ -135,18 +199,22 @@ def run_phase(stage: str, params: dict) -> PhaseRun:
         optimizer = build_optimizer(model, lr_head=p["p2_lr_head"], lr_backbone=p["p2_lr_backbone"],
                                     weight_decay=p["weight_decay"])
         epochs, grad_clip, out_dir = p["p2_epochs"], p["grad_clip"], out.phase2_dir
-    scheduler = build_scheduler(optimizer, epochs=epochs, steps_per_epoch=len(loaders["train"]),
-                                warmup_epochs=p["warmup_epochs"])
-    history = fit(model, loaders["train"], loaders["val"], optimizer=optimizer, scheduler=scheduler, epochs=epochs,
-                  out_dir=out_dir, device=dev, dtype=dtype, patience=p["patience"], grad_clip=grad_clip,
-                  seed=p["seed"], resume=p["resume"], loss_weights=loss_weights,
+    history = fit(model, loaders["train"], loaders["val"], optimizer=optimizer, epochs=epochs,
+                  warmup_epochs=p["warmup_epochs"], out_dir=out_dir, device=dev, dtype=dtype, patience=p["patience"],
+                  grad_clip=grad_clip, accum_steps=p["accum_steps"], seed=p["seed"], resume=p["resume"],
+                  loss_weights=loss_weights,
                   meta={**meta, "params": params, "data_sha256": manifests_sha256(manifests)})
     info["trainable_parameters"] = trainable
-    return PhaseRun(history, model, fake_share, info)
+    return StageRun(history, model, info, fake_share)
+
+
+def run_stage(stage: str, params: dict) -> StageRun:
+    """Trains ``stage`` (one of `STAGES`) with ``params`` in this process (one rank of it under torchrun)."""
+    return run_mim(params) if stage == MIM else run_phase(stage, params)
 
 
 def launch_torchrun(stage: str, params: dict, *, nproc_per_node: int, nnodes: int = 1, node_rank: int = 0,
-                    rdzv_endpoint: str = "") -> PhaseRun:
+                    rdzv_endpoint: str = "") -> StageRun:
     """Runs ``stage`` under ``torchrun`` (DDP, ``nproc_per_node`` processes on each of ``nnodes`` nodes) with the
     same parameters, streaming its log; returns the run as read back from the files it wrote."""
     params_file = _outputs(params).root / "params" / f"{stage}.torchrun.yaml"
@@ -166,9 +234,17 @@ def launch_torchrun(stage: str, params: dict, *, nproc_per_node: int, nnodes: in
     return read_run(stage, params)
 
 
-def read_run(stage: str, params: dict) -> PhaseRun:
-    """Returns a finished stage's run from its files (history.csv and best.pt), as `run_phase` would have."""
+def read_run(stage: str, params: dict) -> StageRun:
+    """Returns a finished stage's run from its files (history.csv, and best.pt or backbone.pt), as `run_stage` would
+    have."""
     out = _outputs(params)
+    if stage == MIM:
+        mim = build_mim_model(params)
+        train = load_manifests(out.manifests)[0]["train"]
+        labels = _mim_labels(params)
+        mim.encoder.load_state_dict(load_checkpoint(out.mim_backbone, kind="mim-backbone")["model"], strict=False)
+        n_images = len(train) if labels is None else int(train["label"].isin(labels).sum())
+        return StageRun(pd.read_csv(out.mim_dir / "history.csv"), mim, _mim_info(mim, n_images))
     manifests, _ = load_manifests(out.manifests)
     _, _, fake_share = class_weights(training_rows(manifests["train"], params["train_fakes"])["label"],
                                      params["balance"])
@@ -183,13 +259,13 @@ def read_run(stage: str, params: dict) -> PhaseRun:
         info = {"backbone": state["backbone"], "phase1_val_auc": float(phase1["best_metric"]),
                 "phase1_epoch": int(phase1["epoch"])}
     info["trainable_parameters"] = sum(q.numel() for q in model.parameters() if q.requires_grad)
-    return PhaseRun(pd.read_csv(folder / "history.csv"), model, fake_share, info)
+    return StageRun(pd.read_csv(folder / "history.csv"), model, info, fake_share)
 
 
 def train(stage: str, params: dict, *, nproc_per_node: int = 1, nnodes: int = 1, node_rank: int = 0,
-          rdzv_endpoint: str = "") -> PhaseRun:
+          rdzv_endpoint: str = "") -> StageRun:
     """Returns the run of ``stage``: trained here with one process, or under torchrun with several."""
     if nproc_per_node > 1 or nnodes > 1:
         return launch_torchrun(stage, params, nproc_per_node=nproc_per_node, nnodes=nnodes, node_rank=node_rank,
                                rdzv_endpoint=rdzv_endpoint)
-    return run_phase(stage, params)
+    return run_stage(stage, params)
