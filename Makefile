@@ -64,12 +64,13 @@ $(OUT)/executed/05_evaluation.ipynb: $(OUT)/executed/04_phase2_finetune.ipynb
 $(OUT)/executed/06_gradcam_gallery.ipynb: $(OUT)/executed/05_evaluation.ipynb
 $(OUT)/executed/01_data_manifests.ipynb: $(OUT)/.data_dir
 
-# Parameters, later files winning: common, the notebook's own, the profile's, then make's; layered by
+# Parameters, later files winning: common, the notebook's own, the profile's common, the profile's own for the
+# notebook, then make's; layered by
 # `python -m dfcore params` (dfcore.params, which the benchmarks use too) into $(OUT)/params/<stage>.yaml.
 # papermill writes to a temp file that replaces the target only on success; a failed run
 # keeps its partial notebook as <stage>.failed.ipynb for inspection. A training stage re-run with the
 # same parameters, data and training code reads its finished run back instead of training again.
-$(OUT)/executed/%.ipynb: notebooks/%.ipynb params/common.yaml $$(wildcard params/%.yaml) $$(wildcard params/profiles/$(PROFILE)/%.yaml) $(DFCORE_SRC) $(STAMP) | profile-exists
+$(OUT)/executed/%.ipynb: notebooks/%.ipynb params/common.yaml $$(wildcard params/%.yaml) $$(wildcard params/profiles/$(PROFILE)/common.yaml) $$(wildcard params/profiles/$(PROFILE)/%.yaml) $(DFCORE_SRC) $(STAMP) | profile-exists
 	@mkdir -p $(@D) $(OUT)/params
 	@echo "=== $* (profile $(PROFILE))"
 	$(PY) -m dfcore params $* --profile $(PROFILE) --set reports_root "$(REPORTS_ROOT)" > $(OUT)/params/$*.yaml

@@ -1,9 +1,11 @@
 """Parameters of the study's stages, in one place: the stage list and the layering that ``make``, the
 ``python -m dfcore`` commands and the benchmarks all use.
 
-Layering, later winning: ``params/common.yaml``, ``params/<stage>.yaml``,
-``params/profiles/<profile>/<stage>.yaml``, then what the caller sets (profile, data_dir, ...).
-The stages are the numbered notebooks themselves (``notebooks/NN_*.ipynb``): adding one adds a stage.
+Layering, later winning: ``params/common.yaml``, ``params/<stage>.yaml``, ``params/profiles/<profile>/common.yaml``,
+``params/profiles/<profile>/<stage>.yaml``, then what the caller sets (profile, data_dir, ...). A ``common.yaml``
+declares once what several stages share (a profile's backbone and image size, say); each stage takes from it the
+parameters its notebook declares. The stages are the numbered notebooks themselves (``notebooks/NN_*.ipynb``):
+adding one adds a stage.
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ def notebook_defaults(stage: str, root: Path = ROOT) -> dict:
 
 def parameter_files(stage: str, profile: str, root: Path = ROOT) -> list[Path]:
     """Returns the parameter files of ``stage`` under ``profile`` that exist, in layering order."""
-    params = Path(root) / "params"
-    candidates = [params / "common.yaml", params / f"{stage}.yaml", params / "profiles" / profile / f"{stage}.yaml"]
+    params, mine = Path(root) / "params", Path(root) / "params" / "profiles" / profile
+    candidates = [params / "common.yaml", params / f"{stage}.yaml", mine / "common.yaml", mine / f"{stage}.yaml"]
     return [path for path in candidates if path.is_file()]
 
 
@@ -44,7 +46,11 @@ def stage_parameters(stage: str, profile: str, root: Path = ROOT, *, defaults: b
         raise ValueError(f"No profile '{profile}': expected a folder params/profiles/{profile}/.")
     if stage not in stages(root):
         raise ValueError(f"No stage '{stage}': the stages are {', '.join(stages(root))}.")
-    params = notebook_defaults(stage, root) if defaults else {}
+    declared = notebook_defaults(stage, root)
+    params = dict(declared) if defaults else {}
     for path in parameter_files(stage, profile, root):
-        params.update(yaml.safe_load(path.read_text()) or {})
+        values = yaml.safe_load(path.read_text()) or {}
+        if path.name == "common.yaml":  # shared by several stages: this one takes what its notebook declares
+            values = {k: v for k, v in values.items() if k in declared}
+        params.update(values)
     return {**params, "profile": profile, **overrides}

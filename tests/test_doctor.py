@@ -1,5 +1,7 @@
 """`make doctor`: what a run of a profile needs, and what is missing."""
 
+import shutil
+
 from dfcore.doctor import doctor, environment_checks, profile_checks
 from conftest import ROOT
 
@@ -7,7 +9,7 @@ from conftest import ROOT
 def _project(tmp_path, profile_files: dict):
     (tmp_path / "notebooks").mkdir()
     for stage in ("01_data_manifests", "03_phase1_head", "05_evaluation"):
-        (tmp_path / "notebooks" / f"{stage}.ipynb").write_text("{}")
+        shutil.copy(ROOT / "notebooks" / f"{stage}.ipynb", tmp_path / "notebooks")
     (tmp_path / "params" / "profiles" / "p").mkdir(parents=True)
     (tmp_path / "params" / "common.yaml").write_text("seed: 0\n")
     for name, text in profile_files.items():

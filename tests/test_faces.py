@@ -1,7 +1,6 @@
 """Videos in, face crops out: frame sampling, face detection and crops, the crop cache, bad videos."""
 
 import json
-import shutil
 
 import numpy as np
 import pandas as pd
@@ -11,7 +10,7 @@ from dfcore.datasets import (CropSettings, DataError, FaceDetector, VideoError, 
                              crop_face, holds_videos, read_frames)
 from dfcore.datasets.faces import Face, read_image_rgb
 from dfcore.datasets.video import even_indices
-from conftest import face_photo, write_image, write_video
+from conftest import face_photo, write_video
 
 FAST = CropSettings(frames_per_video=4, size=64, min_face=30)
 

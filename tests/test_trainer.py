@@ -291,3 +291,15 @@ def test_gradient_accumulation_takes_the_steps_of_the_whole_batch(tmp_path, accu
         torch.testing.assert_close(weights[accum_steps][key], value, rtol=1e-5, atol=1e-6)
     torch.manual_seed(0)
     assert not torch.equal(weights[1]["fc.weight"], _Regression().fc.weight)  # it did train
+
+
+def test_loader_settings_are_chosen_by_device(monkeypatch):
+    from dfcore.runtime import loader_settings
+
+    assert loader_settings(CPU) == {"num_workers": 0, "pin_memory": False}
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # four GPU processes share the node's 16 cores
+    assert loader_settings(torch.device("cuda")) == {"num_workers": 3, "pin_memory": True}
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    assert loader_settings(torch.device("cuda"))["num_workers"] == 8
+    assert loader_settings(CPU, 2)["num_workers"] == 2  # a number given is kept

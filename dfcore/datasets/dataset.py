@@ -119,6 +119,7 @@ def make_loader(
     seed: int = 0,
     balance: bool = False,
     weights=None,
+    pin_memory: bool = False,
 ) -> DataLoader:
     """Returns a DataLoader: shuffled (or drawn by weighted sampling) for training, in order otherwise.
 
@@ -151,6 +152,7 @@ def make_loader(
         sampler=sampler,
         drop_last=train and len(dataset) > batch_size,
         num_workers=num_workers,
+        pin_memory=pin_memory,
         persistent_workers=num_workers > 0 and not train,
         worker_init_fn=_seed_worker,
         generator=generator,
@@ -176,6 +178,7 @@ def split_loader(
     blend: BlendSettings = BlendSettings(),
     weights: pd.Series | None = None,
     cache_dir=None,
+    pin_memory: bool = False,
 ) -> DataLoader:
     """Returns the loader of one split of the manifests (optionally only some labels), with the study's transforms.
 
@@ -203,4 +206,4 @@ def split_loader(
         per_item = dataset.manifest["path"].map(weights).fillna(1.0).where(~synthetic, 1.0).to_numpy()
     per_rank = max(1, batch_size // context().world_size)  # batch_size is the global batch under DDP
     return make_loader(dataset, batch_size=per_rank, train=train, num_workers=num_workers, seed=seed, balance=balance,
-                       weights=per_item)
+                       weights=per_item, pin_memory=pin_memory)

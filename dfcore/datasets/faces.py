@@ -29,7 +29,7 @@ from dfcore.datasets.manifest import (
     apply_metadata,
     list_layout,
 )
-from dfcore.datasets.video import VideoError, read_frames
+from dfcore.datasets.video import read_frames
 
 DETECTORS = ("mtcnn", "haar")
 KEEP = ("largest", "all")

@@ -71,22 +71,28 @@ class MaskedImageModel(nn.Module):
 
     l1 = True  # L1 (SimMIM) or squared error (MAE)
 
-    def __init__(self, encoder: nn.Module, *, stride: int, mask_ratio: float, norm_pix: bool):
+    def __init__(self, encoder: nn.Module, *, stride: int, mask_ratio: float, norm_pix: bool,
+                 mask_patch: int | None = None):
         super().__init__()
         self.encoder = encoder
-        self.stride = stride
+        self.stride = stride  # the side of the pixel block the decoder predicts from one output position
+        self.mask_patch = mask_patch or stride  # the side of a masked patch, the unit of the loss too
         self.mask_ratio = mask_ratio
         self.norm_pix = norm_pix
 
     def random_mask(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Returns a B x 1 x H x W mask (1 = masked) of whole stride-sized patches, ``mask_ratio`` of them per image."""
+        """Returns a B x 1 x H x W mask (1 = masked) of whole ``mask_patch``-sized patches, ``mask_ratio`` of them per
+        image."""
         b, _, h, w = images.shape
-        gh, gw = h // self.stride, w // self.stride
+        p = self.mask_patch
+        if h % p or w % p:
+            raise ValueError(f"image_size {h}x{w} must be a multiple of the mask patch ({p} pixels).")
+        gh, gw = h // p, w // p
         n_masked = max(1, int(round(self.mask_ratio * gh * gw)))
         order = torch.rand(b, gh * gw, generator=generator).argsort(1)
         mask = torch.zeros(b, gh * gw).scatter_(1, order[:, :n_masked], 1.0).to(images.device)
         mask = mask.view(b, 1, gh, gw)
-        return mask.repeat_interleave(self.stride, 2).repeat_interleave(self.stride, 3)
+        return mask.repeat_interleave(p, 2).repeat_interleave(p, 3)
 
     def predict(self, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Returns the B x 3 x H x W prediction from the masked images (per-patch normalised with ``norm_pix``)."""
@@ -100,7 +106,7 @@ class MaskedImageModel(nn.Module):
         """
         if mask is None:
             mask = self.random_mask(images)
-        p = self.stride
+        p = self.mask_patch
         pred = patchify(self.predict(images, mask), p).float()
         target = patchify(images, p)
         mean, std = 0.0, 1.0
@@ -170,11 +176,15 @@ def _mask_tokens(module, args, output, *, token: torch.Tensor, mask: torch.Tenso
 class SimMIM(MaskedImageModel):
     """SimMIM (Xie et al. 2022): mask token at the input, 1x1 conv + pixel-shuffle decoder on the final feature map."""
 
-    def __init__(self, encoder: nn.Module, *, mask_ratio: float = 0.6, norm_pix: bool = False):
+    def __init__(self, encoder: nn.Module, *, mask_ratio: float = 0.6, norm_pix: bool = False,
+                 mask_patch: int | None = None):
         super().__init__(encoder, stride=encoder.feature_info[-1]["reduction"], mask_ratio=mask_ratio,
-                         norm_pix=norm_pix)
+                         norm_pix=norm_pix, mask_patch=mask_patch)
         embed = getattr(encoder, "patch_embed", None)
         self.token_stride = embed.proj.stride[0] if embed is not None else 1
+        if self.mask_patch % self.token_stride:
+            raise ValueError(f"mask_patch {self.mask_patch} must be a multiple of the patch embedding's stride "
+                             f"({self.token_stride}): masks replace whole tokens.")
         self.mask_token = nn.Parameter(torch.zeros(embed.proj.out_channels if embed is not None else 3))
         if embed is not None:
             nn.init.trunc_normal_(self.mask_token, std=0.02)
@@ -199,15 +209,20 @@ class SimMIM(MaskedImageModel):
 
 
 def build_mim(encoder: nn.Module, *, mask_ratio: float, norm_pix: bool = False, decoder_dim: int = 512,
-              decoder_depth: int = 8, decoder_heads: int = 16) -> MaskedImageModel:
+              decoder_depth: int = 8, decoder_heads: int = 16, mask_patch: int = 0) -> MaskedImageModel:
     """Returns MAE for a timm ``VisionTransformer`` (it can drop masked tokens), SimMIM for any other backbone.
 
-    The decoder sizes apply to MAE only; SimMIM's decoder is one 1x1 convolution.
+    The decoder sizes apply to MAE only; SimMIM's decoder is one 1x1 convolution. ``mask_patch`` (SimMIM only; 0:
+    the backbone's output stride) is the side of a masked patch: finer than the stride, a CNN's masks cover
+    parts of what one output position sees (at 64 px a stride-32 CNN would otherwise mask a 2x2 grid).
     """
     if isinstance(encoder, VisionTransformer):
+        patch = encoder.patch_embed.patch_size[0]
+        if mask_patch and mask_patch != patch:
+            raise ValueError(f"MAE masks whole ViT patches: mask_patch must be 0 or {patch}, got {mask_patch}.")
         return MAE(encoder, mask_ratio=mask_ratio, norm_pix=norm_pix, decoder_dim=decoder_dim,
                    decoder_depth=decoder_depth, decoder_heads=decoder_heads)
-    return SimMIM(encoder, mask_ratio=mask_ratio, norm_pix=norm_pix)
+    return SimMIM(encoder, mask_ratio=mask_ratio, norm_pix=norm_pix, mask_patch=mask_patch or None)
 
 
 def backbone_state(encoder: nn.Module) -> dict:

@@ -7,6 +7,7 @@ report.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -28,9 +29,10 @@ from dfcore.datasets import (
     training_rows,
 )
 from dfcore.distributed import context
+from dfcore.evaluation.sets import load_eval_set
 from dfcore.models import build_model, data_config, load_classifier
 from dfcore.reporting import stage_outputs
-from dfcore.runtime import amp_dtype, resolve_device, seed_everything
+from dfcore.runtime import amp_dtype, loader_settings, resolve_device, seed_everything
 from dfcore.trainers.mim import build_mim, pretrain
 from dfcore.trainers.classifier import (
     build_optimizer,
@@ -97,7 +99,7 @@ def build_mim_model(params: dict):
     p = params
     encoder = build_model(p["backbone"], image_size=p["image_size"])
     return build_mim(encoder, mask_ratio=p["mask_ratio"], norm_pix=p["norm_pix"], decoder_dim=p["decoder_dim"],
-                     decoder_depth=p["decoder_depth"], decoder_heads=p["decoder_heads"])
+                     decoder_depth=p["decoder_depth"], decoder_heads=p["decoder_heads"], mask_patch=p["mask_patch"])
 
 
 def _mim_info(mim, n_images: int) -> dict:
@@ -106,9 +108,34 @@ def _mim_info(mim, n_images: int) -> dict:
             "decoder_parameters": sum(q.numel() for q in mim.parameters()) - n_encoder, "images": n_images}
 
 
-def _mim_labels(params: dict) -> tuple[int, ...] | None:
-    """Returns the labels of the training images MIM learns from (``mim_images``: 'all', or 'real' only)."""
-    return {"all": None, "real": (0,)}[params["mim_images"]]
+def mim_images(params: dict) -> tuple[pd.DataFrame, dict]:
+    """Returns the images MIM pretrains on (paths absolute) and how many came from where.
+
+    They are the training split's (``mim_images``: 'all', or 'real' only) and, labels ignored, those of every
+    folder in ``mim_extra_sets``: data roots in any layout the study reads, videos included (their faces are cut
+    with the study's crop settings under ``reports/<profile>/faces/mim/``). Images of the validation or test
+    split, by content hash, and images of their groups (source videos) are left out, with a note.
+    """
+    out = _outputs(params)
+    manifests, data_root = load_manifests(out.manifests)
+    train = manifests["train"]
+    if params["mim_images"] == "real":
+        train = train[train["label"] == 0]
+    elif params["mim_images"] != "all":
+        raise ValueError(f"mim_images must be 'all' or 'real', got {params['mim_images']!r}")
+    frames, counts = [train.assign(path=[str((data_root / q).resolve()) for q in train["path"]])], {"train": len(train)}
+    held_out = pd.concat([manifests["val"], manifests["test"]])
+    crop = manifest_info(out.manifests).get("face_crop")
+    for source in params["mim_extra_sets"]:
+        name, extra, root = load_eval_set(source, crops_dir=out.root / "faces" / "mim", crop=crop)
+        leak = extra["sha256"].isin(set(held_out["sha256"])) | extra["group"].isin(set(held_out["group"]))
+        if leak.any():
+            print(f"MIM images from {name}: left out {int(leak.sum())} that are validation or test images, or of "
+                  "their source videos.")
+        extra = extra[~leak]
+        frames.append(extra.assign(path=[str((root / q).resolve()) for q in extra["path"]]))
+        counts[name] = len(extra)
+    return pd.concat(frames, ignore_index=True), counts
 
 
 def run_mim(params: dict) -> StageRun:
@@ -120,24 +147,26 @@ def run_mim(params: dict) -> StageRun:
     manifests, data_root = load_manifests(out.manifests)
     mim = build_mim_model(p)
     cfg = data_config(mim.encoder)
-    labels = _mim_labels(p)
-    loader = split_loader(manifests, data_root, "train", image_size=p["image_size"], mean=cfg["mean"], std=cfg["std"],
-                          batch_size=micro_batch(p["mim_batch_size"], p["accum_steps"]), train=True, augment="flip",
-                          seed=p["seed"], num_workers=p["num_workers"], labels=labels)
+    images, counts = mim_images(p)
+    loader = split_loader({"train": images}, Path("/"), "train", image_size=p["image_size"], mean=cfg["mean"],
+                          std=cfg["std"], batch_size=micro_batch(p["mim_batch_size"], p["accum_steps"]), train=True,
+                          augment="flip", seed=p["seed"], **loader_settings(dev, p["num_workers"]))
     val = split_loader(manifests, data_root, "val", image_size=p["image_size"], mean=cfg["mean"], std=cfg["std"],
                        batch_size=p["recon_images"], seed=p["seed"]).dataset
     watch = torch.stack([val[i][0] for i in np.linspace(0, len(val) - 1, p["recon_images"]).astype(int)])
-    info = _mim_info(mim, len(loader.dataset))
+    info = {**_mim_info(mim, len(loader.dataset)), "image_sources": counts}
     if context().main:
+        out.mim_dir.mkdir(parents=True, exist_ok=True)
+        (out.mim_dir / "images.json").write_text(json.dumps(counts, indent=1))
         print(f"{info['method']} on {p['backbone']}: {info['encoder_parameters'] / 1e6:.1f} M encoder and "
               f"{info['decoder_parameters'] / 1e6:.2f} M decoder parameters, masking {p['mask_ratio']:.0%} of "
-              f"{mim.stride}-pixel patches, {info['images']} images on {dev}, {context().world_size} process(es)")
+              f"{mim.mask_patch}-pixel patches, {info['images']} images on {dev}, {context().world_size} process(es)")
     history = pretrain(mim, loader, epochs=p["mim_epochs"], lr=p["mim_lr"], out_dir=out.mim_dir, device=dev,
                        dtype=amp_dtype(dev, p["amp"]), warmup_epochs=p["mim_warmup_epochs"],
                        accum_steps=p["accum_steps"], seed=p["seed"], resume=p["resume"], watch=watch,
                        snapshots=p["recon_snapshots"],
                        meta={"backbone": p["backbone"], "image_size": p["image_size"], "params": params,
-                             "data_sha256": manifests_sha256(manifests)})
+                             "data_sha256": manifests_sha256({**manifests, "mim": images})})
     return StageRun(history, mim, info)
 
 
@@ -185,7 +214,7 @@ def run_phase(stage: str, params: dict) -> StageRun:
     loaders = {split: split_loader(manifests, data_root, split, image_size=image_size, mean=cfg["mean"], std=cfg["std"],
                                    batch_size=micro_batch(p["batch_size"], p["accum_steps"]) if split == "train"
                                    else p["batch_size"], train=split == "train", augment=p["augment"],
-                                   balance=sampler, seed=p["seed"], num_workers=p["num_workers"],
+                                   balance=sampler, seed=p["seed"], **loader_settings(dev, p["num_workers"]),
                                    fakes=p["train_fakes"], blend=blend_settings(p), cache_dir=cache_dir, weights=hard)
                for split in ("train", "val")}
     trainable = sum(q.numel() for q in model.parameters() if q.requires_grad)
@@ -240,11 +269,10 @@ def read_run(stage: str, params: dict) -> StageRun:
     out = _outputs(params)
     if stage == MIM:
         mim = build_mim_model(params)
-        train = load_manifests(out.manifests)[0]["train"]
-        labels = _mim_labels(params)
         mim.encoder.load_state_dict(load_checkpoint(out.mim_backbone, kind="mim-backbone")["model"], strict=False)
-        n_images = len(train) if labels is None else int(train["label"].isin(labels).sum())
-        return StageRun(pd.read_csv(out.mim_dir / "history.csv"), mim, _mim_info(mim, n_images))
+        counts = json.loads((out.mim_dir / "images.json").read_text())
+        info = {**_mim_info(mim, sum(counts.values())), "image_sources": counts}
+        return StageRun(pd.read_csv(out.mim_dir / "history.csv"), mim, info)
     manifests, _ = load_manifests(out.manifests)
     _, _, fake_share = class_weights(training_rows(manifests["train"], params["train_fakes"])["label"],
                                      params["balance"])
