@@ -152,36 +152,72 @@ def bench_trainer_vs_recipe(backbone: str = "mobilenetv2_100", image_size: int =
 
 
 def bench_mim_init(profile: str = "demo", data_dir: str = "", out="reports/bench") -> dict:
-    """Returns validation and test AUC after phase 1 + phase 2 from MIM initialisation and from random initialisation.
+    """Returns validation and test AUC after phase 1 + phase 2 from MIM initialisation and from random initialisation,
+    with the same total budget, and draws them (``mim_vs_random-<data>-<profile>.png`` beside the JSON).
 
-    Runs notebooks 01-05 once per arm with papermill and the profile's parameters, the same
-    budget in both; only notebook 03's ``init`` differs (``mim`` or ``none``; the random arm
-    skips notebook 02). Each arm's reports land under ``out/mim_vs_random/<data>-<profile>/<init>/``.
-    Long: two full trainings.
+    Runs notebooks 01-05 once per arm with papermill and the profile's parameters; only notebook 03's ``init``
+    differs (``mim`` or ``none``). The random arm skips notebook 02 and spends its budget in phase 2 instead:
+    ``mim_epochs`` more epochs (an MIM epoch passes the same training images through the same encoder, forward
+    and backward). Each arm's reports land under ``out/mim_vs_random/<data>-<profile>/<init>/``, with each
+    stage's wall time. Long: two full trainings.
     """
-    results = {"profile": profile, "data": str(data_dir) or "built-in demo set"}
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    name = f"{Path(data_dir).name or 'profile-data'}-{profile}"
+    results = {"profile": profile, "data": str(data_dir) or "the profile's data_dir"}
+    mim_epochs = stage_parameters("02_mim_pretrain", profile, defaults=True)["mim_epochs"]
+    p2_epochs = stage_parameters("04_phase2_finetune", profile, defaults=True)["p2_epochs"]
     for init in ("mim", "none"):
-        reports_root = Path(out).resolve() / "mim_vs_random" / f"{Path(data_dir).name or 'demo'}-{profile}" / init
+        reports_root = Path(out).resolve() / "mim_vs_random" / name / init
+        seconds = {}
         for stage in stages()[:5]:  # 01 to 05: the gallery is not needed for AUC
             if stage == "02_mim_pretrain" and init != "mim":
                 continue
             overrides = {"reports_root": str(reports_root)}
-            if stage == "01_data_manifests":
+            if stage == "01_data_manifests" and data_dir:
                 overrides["data_dir"] = str(data_dir)
             if stage == "03_phase1_head":
                 overrides["init"] = init
+            if stage == "04_phase2_finetune" and init != "mim":
+                overrides["p2_epochs"] = p2_epochs + mim_epochs  # the budget MIM would have spent
             executed = reports_root / profile / "executed" / f"{stage}.ipynb"
             executed.parent.mkdir(parents=True, exist_ok=True)
+            start = time.perf_counter()
             papermill.execute_notebook(ROOT / "notebooks" / f"{stage}.ipynb", executed, kernel_name="python3",
                                        parameters=stage_parameters(stage, profile, **overrides), cwd=ROOT,
                                        progress_bar=False)
+            seconds[stage] = time.perf_counter() - start
         metrics = reports_root / profile / "metrics"
         evaluation = read_metrics(metrics / "05_evaluation.json")
+        phase2 = read_metrics(metrics / "04_phase2_finetune.json")
         results[init] = {"val_auc": evaluation["sets"]["val"]["raw@0.5"]["auc"],
                          "test_auc": evaluation["sets"]["test"]["raw@0.5"]["auc"],
                          "phase1_best_val_auc": read_metrics(metrics / "03_phase1_head.json")["best_val_auc"],
-                         "phase2_best_val_auc": read_metrics(metrics / "04_phase2_finetune.json")["best_val_auc"],
+                         "phase2_best_val_auc": phase2["best_val_auc"],
+                         "phase2_val_auc_per_epoch": [row["val_auc"] for row in phase2["history"]],
+                         "p2_epochs": p2_epochs if init == "mim" else p2_epochs + mim_epochs,
+                         "seconds": seconds, "minutes_total": sum(seconds.values()) / 60,
                          "reports": str(reports_root / profile)}
+    results["mim_minus_random_test_auc"] = results["mim"]["test_auc"] - results["none"]["test_auc"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for init, label in (("mim", f"MIM ({mim_epochs} epochs) + fine-tuning"), ("none", "random init, longer fine-tuning")):
+        curve = results[init]["phase2_val_auc_per_epoch"]
+        offset = mim_epochs if init == "mim" else 0  # x: encoder epochs spent, pretraining included
+        axes[0].plot(range(offset + 1, offset + len(curve) + 1), curve, "o-", label=label)
+    axes[0].set(xlabel="encoder epochs spent (MIM + phase 2)", ylabel="validation AUC", title="phase 2, per epoch")
+    axes[0].legend(fontsize=8)
+    bars = [(f"{init} {split}", results[init][f"{split}_auc"]) for init in ("mim", "none") for split in ("val", "test")]
+    axes[1].bar([b[0] for b in bars], [b[1] for b in bars], color=["C0", "C0", "C1", "C1"])
+    axes[1].set(ylim=(0.4, 1.0), title="best checkpoint (picked on validation)", ylabel="AUC")
+    for i, (_, v) in enumerate(bars):
+        axes[1].text(i, v + 0.01, f"{v:.3f}", ha="center", fontsize=8)
+    fig.suptitle(f"MIM against random initialisation, same budget: {profile} on {results['data']}")
+    fig.tight_layout()
+    fig.savefig(Path(out) / f"mim_vs_random-{name}.png", dpi=110)
+    plt.close(fig)
     return results
 
 
@@ -266,13 +302,13 @@ def main(argv=None) -> None:
     parser.add_argument("--mim-vs-random", action="store_true",
                         help="only compare MIM with random initialisation (notebooks 01-05 twice; long)")
     parser.add_argument("--profile", default="demo", help="profile of the MIM comparison")
-    parser.add_argument("--data-dir", default="", help="data root of the MIM comparison (default: the demo set)")
+    parser.add_argument("--data-dir", default="", help="data root of the MIM comparison (default: the profile's data_dir)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     machine = {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads()}
     if args.mim_vs_random:
-        benches = {f"mim_vs_random-{Path(args.data_dir).name or 'demo'}-{args.profile}":
+        benches = {f"mim_vs_random-{Path(args.data_dir).name or 'profile-data'}-{args.profile}":
                    lambda: bench_mim_init(args.profile, args.data_dir, out)}
     else:
         benches = {name: BENCHES[name] for name in args.only or sorted(BENCHES)}
