@@ -142,9 +142,9 @@ def bench_trainer_vs_recipe(backbone: str = "mobilenetv2_100", image_size: int =
                 scheduler = build_scheduler(optimizer, epochs=repeats + 1, steps_per_epoch=len(loader))
                 dtype = amp_dtype(torch.device("cpu"), amp)
                 task = ClassifierTask(None, device=torch.device("cpu"))
-                rates = [train_one_epoch(model.to(memory_format=torch.channels_last), loader, task, optimizer,
-                                         scheduler, device=torch.device("cpu"), dtype=dtype)["images_per_s"]
-                         for _ in range(repeats + 1)][1:]
+                model.to(memory_format=torch.channels_last)  # as the loop's `run` does
+                rates = [train_one_epoch(model, loader, task, optimizer, scheduler, device=torch.device("cpu"),
+                                         dtype=dtype)["images_per_s"] for _ in range(repeats + 1)][1:]
                 result[f"{phase}_{key}_images_per_s"] = {"median": statistics.median(rates), "runs": rates,
                                                          "batch_size": batch_size, "num_workers": workers}
                 result[f"{phase}_{key}_speedup"] = statistics.median(rates) / statistics.median(recipe)

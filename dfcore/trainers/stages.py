@@ -33,7 +33,6 @@ from dfcore.evaluation.sets import load_eval_set
 from dfcore.models import build_model, data_config, load_classifier
 from dfcore.reporting import stage_outputs
 from dfcore.runtime import amp_dtype, loader_settings, resolve_device, seed_everything
-from dfcore.trainers.mim import build_mim, pretrain
 from dfcore.trainers.classifier import (
     build_optimizer,
     class_weights,
@@ -42,10 +41,10 @@ from dfcore.trainers.classifier import (
     hard_example_weights,
     unfreeze_last,
 )
+from dfcore.trainers.mim import build_mim, pretrain
 
 MIM = "02_mim_pretrain"
 PHASES = ("03_phase1_head", "04_phase2_finetune")
-STAGES = (MIM, *PHASES)
 
 
 @dataclass
@@ -238,7 +237,7 @@ def run_phase(stage: str, params: dict) -> StageRun:
 
 
 def run_stage(stage: str, params: dict) -> StageRun:
-    """Trains ``stage`` (one of `STAGES`) with ``params`` in this process (one rank of it under torchrun)."""
+    """Trains ``stage`` (MIM or one of `PHASES`) with ``params`` in this process (one rank of it under torchrun)."""
     return run_mim(params) if stage == MIM else run_phase(stage, params)
 
 
