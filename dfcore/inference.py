@@ -126,7 +126,7 @@ class Predictor:
             return [{"box": [0, 0, width, height], "landmarks": None, "detector_score": None}], [frame]
         faces, crops = [], []
         for face in self.detector(frame):
-            crop, _ = crop_face(frame, face, margin=self.crop.margin, size=self.crop.size)
+            crop, _ = crop_face(frame, face, margin=self.crop.margin, size=self.crop.size, offset=self.crop.offset)
             crops.append(_as_stored(crop))
             faces.append({"box": [round(v, 1) for v in face.box], "detector_score": round(face.score, 4),
                           "landmarks": [[round(x, 1), round(y, 1)] for x, y in face.landmarks]

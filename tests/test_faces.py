@@ -1,6 +1,7 @@
 """Videos in, face crops out: frame sampling, face detection and crops, the crop cache, bad videos."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -235,3 +236,110 @@ def test_an_extra_set_can_take_only_some_videos_of_a_folder_under_its_own_name(t
     name, manifest, _ = load_eval_set({"path": str(root), "include": "*/ffpp_c23_*", "name": "ffpp"},
                                       crops_dir=tmp_path / "faces_eval", crop=FAST.as_dict())
     assert name == "ffpp" and set(manifest["video"]) == {"real/ffpp_c23_a.mp4", "fake/ffpp_c23_b.mp4"}
+
+
+def test_an_offset_moves_the_square_down_and_a_negative_margin_cuts_inside_the_box():
+    image = np.zeros((200, 300, 3), np.uint8)
+    face = Face((100.0, 50.0, 150.0, 100.0), 1.0, ((125.0, 75.0),) * 5)  # 50 px box, centre (125, 75)
+    crop, landmarks = crop_face(image, face, margin=-0.2, size=30, offset=0.2)
+    assert crop.shape == (30, 30, 3)
+    # a 30 px square (50 * (1 - 0.4)), centred across at x = 110 and moved 10 px down (0.2 * 50) to y = 70
+    assert landmarks[0] == [125 - 110, 75 - 70]
+    with pytest.raises(ValueError, match="out of range"):
+        CropSettings(margin=-0.5)
+
+
+def _tight_crops(root: Path, margin: float, offset: float, size: int = 128) -> pd.DataFrame:
+    """Writes the astronaut's face cut with ``margin`` and ``offset`` in a Kaggle layout (one image a split and class)."""
+    from PIL import Image
+
+    photo = face_photo(320)
+    face = FaceDetector(CropSettings(min_face=30))(photo)[0]
+    for i, split in enumerate(("Train", "Validation", "Test")):
+        for k, cls in enumerate(("Real", "Fake")):
+            crop, _ = crop_face(photo, face, margin=margin, size=size, offset=offset)
+            crop[0, 0] = 2 * i + k  # distinct files
+            (root / split / cls).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(crop).save(root / split / cls / f"{cls}{i}.png")
+    return build_manifest(root).manifest
+
+
+def test_landmarks_of_pre_cropped_faces_are_found_once_and_give_back_the_crop_geometry(tmp_path, monkeypatch):
+    from dfcore.datasets import faces, find_landmarks, matching_crop
+
+    manifest = _tight_crops(tmp_path / "crops", margin=-0.15, offset=-0.1)
+    real = (manifest["label"] == 0).to_numpy()
+    found = find_landmarks(tmp_path / "crops", manifest, tmp_path / "landmarks.csv", which=real, progress=False)
+    assert (found.loc[real, "landmarks"].map(lambda v: len(json.loads(v))) == 5).all()
+    assert (found.loc[~real, "landmarks"] == "").all()  # only the rows asked for
+    settings, geometry = matching_crop(found[real])
+    # MTCNN on the crops finds about the box that cut them from the photograph (margin -0.16 for -0.15; without
+    # the black border it gave -0.31, a box twice the true one), and the crop's centre above the box's
+    assert -0.19 < settings.margin < -0.11 and -0.15 < settings.offset < 0.0 and settings.size == 128
+    assert geometry["faces_measured"] == 3 and 0.6 < geometry["crop_side_over_face_side"] < 0.78
+
+    def no_detector(*args, **kwargs):
+        raise AssertionError("the cache should have answered")
+
+    monkeypatch.setattr(faces, "FaceDetector", no_detector)
+    again = find_landmarks(tmp_path / "crops", manifest, tmp_path / "landmarks.csv", which=real, progress=False)
+    pd.testing.assert_frame_equal(again, found)
+    with pytest.raises(DataError, match="match_crops"):
+        matching_crop(found[~real])  # no face box in these rows
+
+
+def test_an_extra_set_of_faces_cut_another_way_is_recropped_as_training_cut_them(tmp_path):
+    from PIL import Image
+
+    from dfcore.evaluation import load_eval_set, scoring_units
+
+    root = tmp_path / "loose"
+    for i, cls in enumerate(("real", "fake")):
+        for k in range(2):
+            (root / "test" / cls).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.roll(face_photo(320), 9 * k + 4 * i, axis=0)).save(root / "test" / cls / f"{k}.png")
+    name, as_given, given_root = load_eval_set(root)
+    assert given_root == root and set(as_given["width"]) == {320}
+    tight = CropSettings(margin=-0.1, size=48, min_face=30)
+    name, recropped, crops_root = load_eval_set({"path": str(root), "recrop": True}, crops_dir=tmp_path / "faces_eval",
+                                                crop=tight.as_dict())
+    assert name == "loose" and crops_root == tmp_path / "faces_eval" / "loose"
+    assert len(recropped) == 4 and set(recropped["width"]) == {48}
+    assert scoring_units(recropped)[1] != "video"  # photos are not videos: each is its own unit, not a clip
+
+
+@pytest.mark.e2e
+def test_notebook_01_measures_pre_cropped_faces_for_landmarks_and_matching_crops(tmp_path):
+    import papermill
+    from PIL import Image
+
+    from conftest import ROOT
+
+    _tight_crops(tmp_path / "crops", margin=-0.15, offset=-0.1, size=96)
+    out = tmp_path / "reports" / "tight"
+    papermill.execute_notebook(
+        str(ROOT / "notebooks" / "01_data_manifests.ipynb"), str(tmp_path / "01.ipynb"), kernel_name="python3",
+        cwd=str(ROOT), progress_bar=False,
+        parameters={"profile": "tight", "reports_root": str(tmp_path / "reports"), "data_dir": str(tmp_path / "crops"),
+                    "face_landmarks": True, "match_crops": True, "min_face_size": 30},
+    )
+    info = json.loads((out / "manifests" / "info.json").read_text())
+    assert info["data_root"] == str(tmp_path / "crops")  # the images as they came, not recropped
+    assert -0.19 < info["face_crop"]["margin"] < -0.11 and info["face_crop"]["size"] == 96
+    train = pd.read_csv(out / "manifests" / "train.csv", keep_default_na=False)
+    real = train["label"] == 0
+    assert (train.loc[real, "landmarks"] != "").all() and (train.loc[~real, "landmarks"] == "").all()
+    assert (out / "faces" / "landmarks.csv").is_file()
+    pixels = np.asarray(Image.open(out / "figures" / "01_face_geometry.png").convert("L"), dtype=float)
+    assert pixels.std() > 10
+
+
+def test_contact_sheets_show_one_crop_of_each_source_before_a_second():
+    from dfcore.datasets import sample_crops
+
+    crops = pd.DataFrame({"path": [f"real/a.mp4/f{i:06d}_0.jpg" for i in range(5)] + ["real/b.mp4/f000000_0.jpg",
+                                                                                     "real/c.png/f000000_0.jpg"],
+                          "video": ["real/a.mp4"] * 5 + ["real/b.mp4", ""]})
+    first = sample_crops(crops, 3, seed=1)
+    assert sorted(p.split("/")[1] for p in first["path"]) == ["a.mp4", "b.mp4", "c.png"]
+    assert len(sample_crops(crops, 10)) == 7

@@ -2,7 +2,16 @@
 
 from dfcore.datasets.blending import TRAIN_FAKES, BlendSettings, SelfBlender, training_rows
 from dfcore.datasets.demo import make_demo_set
-from dfcore.datasets.faces import CropSettings, FaceDetector, crop_data_root, crop_face, holds_videos, sample_crops
+from dfcore.datasets.faces import (
+    CropSettings,
+    FaceDetector,
+    crop_data_root,
+    crop_face,
+    find_landmarks,
+    holds_videos,
+    matching_crop,
+    sample_crops,
+)
 from dfcore.datasets.manifest import (
     DataError,
     build_manifest,
@@ -36,12 +45,14 @@ __all__ = [
     "build_transforms",
     "crop_data_root",
     "crop_face",
+    "find_landmarks",
     "holds_videos",
     "load_manifests",
     "make_demo_set",
     "make_loader",
     "manifest_info",
     "manifests_sha256",
+    "matching_crop",
     "read_frames",
     "read_rgb",
     "sample_crops",

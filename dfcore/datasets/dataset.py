@@ -62,13 +62,20 @@ class BlendedDataset(ManifestDataset):
         self.blender = SelfBlender(settings, seed)
         column = self.manifest["landmarks"] if "landmarks" in self.manifest else [None] * len(self.manifest)
         self._landmarks = [parse_landmarks(v) for v in column]
+        # landmarks are in pixels of the image file; the decode cache stores it resized
+        self._sizes = (self.manifest[["width", "height"]].to_numpy(np.float32)
+                       if {"width", "height"} <= set(self.manifest) else None)
 
     def raw(self, index: int) -> tuple[np.ndarray, np.ndarray | None, int]:
         """Returns the image before the training transform, its blend mask (None for a stored image) and label."""
         image, label = self.image(index), int(self.manifest["label"].iloc[index])
         if not self.manifest["synthetic"].iloc[index]:
             return image, None, label
-        fake, mask = self.blender(image, self._landmarks[index])
+        landmarks = self._landmarks[index]
+        if landmarks is not None and self._sizes is not None:
+            scale = np.array([image.shape[1], image.shape[0]], np.float32) / self._sizes[index]
+            landmarks = [np.asarray(p, np.float32) * scale for p in landmarks]
+        fake, mask = self.blender(image, landmarks)
         return fake, mask, label
 
     def __getitem__(self, index: int):

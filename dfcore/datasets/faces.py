@@ -42,7 +42,8 @@ class CropSettings:
 
     detector: str = "mtcnn"  # 'mtcnn' (facenet-pytorch, 5 landmarks) or 'haar' (OpenCV, no landmarks)
     frames_per_video: int = 16  # frames sampled evenly from each video
-    margin: float = 0.3  # added on every side of the face box, as a share of its longer side
+    margin: float = 0.3  # added on every side of the face box, as a share of its longer side (negative: tighter)
+    offset: float = 0.0  # the crop's centre moved down from the box's by this share of the box's side
     size: int = 224  # side of the square crop, pixels
     min_face: int = 40  # smallest face side kept, in pixels of the original frame
     keep: str = "largest"  # 'largest' face per frame, or 'all' of them
@@ -53,7 +54,7 @@ class CropSettings:
             raise ValueError(f"face detector must be one of {DETECTORS}, got {self.detector!r}")
         if self.keep not in KEEP:
             raise ValueError(f"keep must be one of {KEEP}, got {self.keep!r}")
-        if self.margin < 0 or self.size < 8 or self.min_face < 1 or self.frames_per_video < 1:
+        if not -0.45 <= self.margin or self.size < 8 or self.min_face < 1 or self.frames_per_video < 1:
             raise ValueError(f"crop settings out of range: {self}")
 
     def as_dict(self) -> dict:
@@ -124,9 +125,10 @@ class FaceDetector:
         return faces[:1] if self.settings.keep == "largest" else faces
 
 
-def crop_face(image: np.ndarray, face: Face, *, margin: float, size: int):
-    """Returns the square crop around ``face`` (``margin`` of its longer side added on every side), resized to
-    ``size``, and the face's landmarks in crop pixels (None without landmarks).
+def crop_face(image: np.ndarray, face: Face, *, margin: float, size: int, offset: float = 0.0):
+    """Returns the square crop around ``face`` (``margin`` of its longer side added on every side, its centre
+    ``offset`` of that side below the box's), resized to ``size``, and the face's landmarks in crop pixels (None
+    without landmarks).
 
     The square is shifted to stay inside the image where it fits, and padded with black only
     where the image is smaller than the square.
@@ -135,7 +137,7 @@ def crop_face(image: np.ndarray, face: Face, *, margin: float, size: int):
     x1, y1, x2, y2 = face.box
     side = max(1, int(round(face.side * (1 + 2 * margin))))
     x0 = int(round((x1 + x2 - side) / 2))
-    y0 = int(round((y1 + y2 - side) / 2))
+    y0 = int(round((y1 + y2 - side) / 2 + offset * face.side))
     if side <= width:
         x0 = min(max(x0, 0), width - side)
     if side <= height:
@@ -213,11 +215,13 @@ def holds_videos(root) -> bool:
 
 
 def sample_crops(crops: pd.DataFrame, n: int, *, seed: int = 0) -> pd.DataFrame:
-    """Returns up to ``n`` rows of ``crops`` spread over as many source videos as possible (one frame of each
-    video first, then a second, ...), for contact sheets."""
+    """Returns up to ``n`` rows of ``crops`` spread over as many sources (videos, photographs) as possible (one
+    crop of each first, then a second, ...), for contact sheets."""
     shuffled = crops.sample(frac=1, random_state=seed)
-    rank = shuffled.groupby("video").cumcount()
-    return shuffled.assign(_rank=rank).sort_values(["_rank", "video"]).head(n).drop(columns="_rank")
+    source = shuffled["path"].map(lambda p: Path(p).parent.as_posix())  # crops are <source path>/<crop>.jpg
+    rank = source.groupby(source).cumcount()
+    return shuffled.assign(_rank=rank, _source=source).sort_values(["_rank", "_source"]).head(n).drop(
+        columns=["_rank", "_source"])
 
 
 def _crop_source(path: Path, kind: str, detector: FaceDetector, settings: CropSettings, out: Path) -> dict:
@@ -233,7 +237,7 @@ def _crop_source(path: Path, kind: str, detector: FaceDetector, settings: CropSe
         faces = detector(frame)
         with_face += bool(faces)
         for k, face in enumerate(faces):
-            crop, landmarks = crop_face(frame, face, margin=settings.margin, size=settings.size)
+            crop, landmarks = crop_face(frame, face, margin=settings.margin, size=settings.size, offset=settings.offset)
             name = f"f{index:06d}_{k}.jpg"
             Image.fromarray(crop).save(out / name, quality=95)
             crops.append({"file": name, "frame": index, "face": k, "face_score": round(face.score, 4),
@@ -297,7 +301,7 @@ def crop_data_root(root, out_dir, settings: CropSettings = CropSettings(), *, de
                         "reused": reused, "error": record["error"]})
         rows += [{"path": f"{source.path}/{c['file']}", "label": source.label, "split": source.split,
                   "group": source.group,
-                  "video": source.path, "frame": c["frame"], "face": c["face"], "face_score": c["face_score"],
+                  "video": source.path if source.kind == "video" else "", "frame": c["frame"], "face": c["face"], "face_score": c["face_score"],
                   "face_box": json.dumps(c["face_box"]),
                   "landmarks": json.dumps(c["landmarks"]) if c["landmarks"] is not None else ""} for c in record["crops"]]
     _prune(out_dir, set(sources["path"]), {row["path"] for row in rows})
@@ -310,6 +314,94 @@ def crop_data_root(root, out_dir, settings: CropSettings = CropSettings(), *, de
         warnings.warn(f"Left out {len(failed)} of {len(sources)} sources under {root}: "
                       + "; ".join(f"{p} ({why})" for p, why in failed[:20]))
     return CropResult(out_dir, layout, group_rule, settings, pd.DataFrame(records), failed)
+
+
+LANDMARK_COLUMNS = ["face_box", "face_score", "landmarks"]
+
+
+def find_landmarks(root, manifest: pd.DataFrame, cache_file, settings: CropSettings = CropSettings(), *,
+                   which=None, progress: bool = True) -> pd.DataFrame:
+    """Returns ``manifest`` with the face box, detector score and 5 landmarks MTCNN finds in each of its images
+    that are face crops already (the rows ``which`` selects; all by default), in pixels of the stored image.
+
+    For data that came pre-cropped (dfdc_faces_small, the Kaggle set) nothing gave landmarks, so
+    self-blended pseudo-fakes fell back to an ellipse on the central face box; with them, the
+    blend mask follows each face. An image with no face found keeps empty cells (the ellipse
+    fallback); rows with landmarks already keep theirs. Results are cached in ``cache_file``
+    (CSV) by the image's sha256 and the detector settings, so a re-run detects nothing again.
+    """
+    if settings.detector != "mtcnn":
+        raise ValueError(f"landmarks need the 'mtcnn' detector (5 points); got {settings.detector!r}")
+    root, cache_file = Path(root), Path(cache_file)
+    out = manifest.copy()
+    for column in LANDMARK_COLUMNS:
+        out[column] = out[column] if column in out else ""
+    out[LANDMARK_COLUMNS] = out[LANDMARK_COLUMNS].fillna("").astype(str)
+    which = pd.Series(True, index=out.index) if which is None else pd.Series(which, index=out.index)
+    todo = which & (out["landmarks"].str.strip() == "")
+    key = hashlib.sha256(json.dumps({"version": _VERSION, "detector": settings.detector, "min_face": settings.min_face,
+                                     "detect_side": settings.detect_side, "pad": 0.5}, sort_keys=True).encode()).hexdigest()[:16]
+    cache = pd.read_csv(cache_file, dtype=str, keep_default_na=False) if cache_file.is_file() else pd.DataFrame()
+    known = {r["sha256"]: r for r in cache.to_dict("records") if r.get("key") == key}
+    detector, found = None, 0
+    rows = out[todo]
+    for index, row in tqdm(rows.iterrows(), total=len(rows), desc="landmarks", unit="image", mininterval=10,
+                           disable=not progress):
+        if row["sha256"] not in known:
+            detector = detector or FaceDetector(CropSettings(detector="mtcnn", min_face=settings.min_face,
+                                                             detect_side=settings.detect_side, keep="largest"))
+            image = read_image_rgb(root / row["path"])
+            # MTCNN misjudges a face cut inside its own box (the usual pre-cropped face): on a crop with its box
+            # 1.4 times its side it returned a box and eye distance near twice the true ones. On a black border
+            # of half the side it sees a whole face and is within 7% (box) and 2% (eye distance) of the truth
+            # (an astronaut photograph cut at known margins; tests/test_faces.py).
+            pad = max(image.shape[:2]) // 2
+            faces = detector(cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0))
+            face = faces[0] if faces else None
+            known[row["sha256"]] = {
+                "sha256": row["sha256"], "key": key,
+                "face_box": json.dumps([round(v - pad, 1) for v in face.box]) if face else "",
+                "face_score": f"{face.score:.4f}" if face else "",
+                "landmarks": json.dumps([[round(x - pad, 2), round(y - pad, 2)] for x, y in face.landmarks])
+                if face else ""}
+            found += 1
+        out.loc[index, LANDMARK_COLUMNS] = [known[row["sha256"]][c] for c in LANDMARK_COLUMNS]
+    if found:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_suffix(".tmp")
+        pd.DataFrame(list(known.values()), columns=["sha256", "key", *LANDMARK_COLUMNS]).to_csv(tmp, index=False)
+        tmp.replace(cache_file)  # a crash leaves the old cache whole
+    return out
+
+
+def matching_crop(faces: pd.DataFrame, base: CropSettings = CropSettings()) -> tuple[CropSettings, dict]:
+    """Returns the crop settings that cut new faces the way the pre-cropped images of ``faces`` were cut, and the
+    measurements behind them.
+
+    ``faces`` has `find_landmarks`' ``face_box`` and the manifest's ``width``/``height``. A model
+    sees faces at the scale it was trained on only if videos and photographs given to it later
+    are cut like its training crops: dfdc_faces_small's crops are tight (MTCNN's face box is
+    about 1.4 times their side), while the default margin of 0.3 shows a face at 0.63 of the
+    crop. The margin comes from the median ratio of crop side to box side, the vertical offset
+    from the median distance of the crop's centre below the box's (the horizontal one is taken
+    as 0: faces are centred across); the size is the images' median side.
+    """
+    boxes = [json.loads(b) for b in faces["face_box"] if isinstance(b, str) and b.strip()]
+    if not boxes:
+        raise DataError("No face was found in any of the pre-cropped images, so their crop geometry cannot be "
+                        "measured: set match_crops: false (new faces are then cut with the default crop settings).")
+    rows = faces[[isinstance(b, str) and bool(b.strip()) for b in faces["face_box"]]]
+    box = np.array(boxes, np.float64)
+    side = np.maximum(box[:, 2] - box[:, 0], box[:, 3] - box[:, 1])
+    image_side = np.maximum(rows["width"].to_numpy(float), rows["height"].to_numpy(float))
+    ratio = float(np.median(image_side / side))  # crop side over face side
+    offset = float(np.median((rows["height"].to_numpy(float) / 2 - (box[:, 1] + box[:, 3]) / 2) / side))
+    margin = max(-0.45, (ratio - 1) / 2)
+    settings = CropSettings(**{**base.as_dict(), "margin": round(margin, 3), "offset": round(offset, 3),
+                               "size": int(np.median(image_side))})
+    return settings, {"faces_measured": len(boxes), "images": len(faces), "crop_side_over_face_side": round(ratio, 3),
+                      "iqr": [round(float(v), 3) for v in np.percentile(image_side / side, [25, 75])],
+                      "margin": settings.margin, "offset": settings.offset, "size": settings.size}
 
 
 def _prune(out_dir: Path, sources: set[str], crops: set[str]) -> None:

@@ -409,10 +409,15 @@ def manifest_info(manifest_dir) -> dict:
 
 
 def manifests_sha256(manifests: dict[str, pd.DataFrame]) -> str:
-    """Returns one sha256 over every split's rows (path, label, split, group, content hash): what a run trained on."""
+    """Returns one sha256 over every split's rows (path, label, split, group, content hash, and the landmarks where
+    there are any, since self-blended masks follow them): what a run trained on."""
     digest = hashlib.sha256()
     for split in sorted(manifests):
-        rows = manifests[split][["path", "label", "split", "group", "sha256"]].astype(str)
+        frame = manifests[split]
+        columns = ["path", "label", "split", "group", "sha256"]
+        if "landmarks" in frame and frame["landmarks"].fillna("").astype(str).str.strip().ne("").any():
+            columns.append("landmarks")
+        rows = frame[columns].astype(str)
         digest.update(rows.to_csv(index=False).encode())
     return digest.hexdigest()
 

@@ -27,13 +27,15 @@ def load_eval_set(source, *, split: str = "all", exclude_sha256=(), crops_dir=No
     ``crops_dir/<name>`` with ``crop`` (the study's own crop settings as stored in its
     checkpoint; the defaults when None), and is scored per video.
 
-    ``source`` may also be a mapping ``{path: ..., include: glob, name: ...}``: only the files
-    whose path (relative to the root) matches ``include`` are scored (the FaceForensics++ c23
-    videos of a mixed folder, say), under ``name``.
+    ``source`` may also be a mapping ``{path: ..., include: glob, name: ..., recrop: bool}``: only
+    the files whose path (relative to the root) matches ``include`` are scored (the FaceForensics++
+    c23 videos of a mixed folder, say), under ``name``; with ``recrop`` a root of face images
+    (cropped by someone else, at another scale) has its faces found and cut again with ``crop``,
+    as videos are, so the model sees them at the scale it was trained on.
     """
-    include, name = None, None
+    include, name, recrop = None, None, False
     if isinstance(source, dict):
-        include, name = source.get("include"), source.get("name")
+        include, name, recrop = source.get("include"), source.get("name"), bool(source.get("recrop", False))
         source = source["path"]
     source = Path(source)
     if split != "all" and split not in SPLITS:
@@ -43,9 +45,10 @@ def load_eval_set(source, *, split: str = "all", exclude_sha256=(), crops_dir=No
         manifest = pd.concat(frames.values(), ignore_index=True)
     else:
         root = source
-        if holds_videos(source):
+        if recrop or holds_videos(source):
             if crops_dir is None:
-                raise DataError(f"{source} holds videos: give crops_dir, where their face crops are written.")
+                raise DataError(f"{source} holds videos or is to be recropped: give crops_dir, where its face crops "
+                                "are written.")
             settings = CropSettings(**crop) if crop else CropSettings()
             folder = Path(crops_dir) / (name or source.resolve().name)
             root = crop_data_root(source, folder, settings, eval_only=True, include=include).root
