@@ -26,7 +26,7 @@ export HF_HUB_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: help setup doctor reproduce test bench bench-mim predict lab lock clean-reports FORCE
+.PHONY: help setup doctor reproduce test bench bench-mim bench-crops predict lab lock clean-reports FORCE
 
 help: ## list the targets
 	@echo "dfcore: a reproducible deepfake-detection study"
@@ -97,6 +97,9 @@ bench: $(STAMP) ## run the benchmarks; results are written to reports/bench/*.js
 bench-mim: $(STAMP) ## MIM vs random init, phases 1+2, val/test AUC (PROFILE, DATA_DIR; long): reports/bench/*.json
 	$(PY) -m dfcore.bench --mim-vs-random --profile $(PROFILE) $(if $(DATA_DIR),--data-dir "$(DATA_DIR)") \
 	  --out $(REPORTS_ROOT)/bench
+
+bench-crops: $(STAMP) ## a trained PROFILE's extra sets scored with its own crops and the default ones: reports/bench/*.json
+	$(PY) -m dfcore.bench --crop-matching --profile $(PROFILE) --reports-root $(REPORTS_ROOT) --out $(REPORTS_ROOT)/bench
 
 INPUT ?=
 PREDICT_ARGS ?=

@@ -1,5 +1,5 @@
-"""Benchmarks: speed of the data and training paths (``make bench``), and MIM against random
-initialisation (``make bench-mim``), written to JSON.
+"""Benchmarks: speed of the data and training paths (``make bench``), MIM against random
+initialisation (``make bench-mim``) and the crop-matching ablation (``make bench-crops``), written to JSON.
 
 Targets live here, not in timed tests. Each speed measurement is repeated and its median
 reported. Real data is used where ``../shared/data`` is present; the demo set otherwise.
@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import papermill
 import torch
 from PIL import Image
@@ -221,6 +222,41 @@ def bench_mim_init(profile: str = "demo", data_dir: str = "", out="reports/bench
     return results
 
 
+def bench_crop_matching(profile: str, reports_root="reports", out="reports/bench") -> dict:
+    """Returns frame- and video-level AUC of a trained profile's checkpoint on its extra evaluation sets, cut two
+    ways: with the checkpoint's crop settings (as notebook 05 cuts them; ``recrop`` as the profile says) and the
+    old way (image sets as given, video faces with the default crop settings). The ablation of ``match_crops``:
+    the same weights, only the crops differ. Crops go under ``out/crop_matching/<profile>/``."""
+    from sklearn.metrics import roc_auc_score
+
+    from dfcore.evaluation import Scorer, load_eval_sets, scoring_units
+    from dfcore.models import load_classifier
+
+    checkpoint = stage_outputs(Path(reports_root) / profile).phase2_best
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"{checkpoint} is missing: run `make reproduce PROFILE={profile}` first.")
+    model, state = load_classifier(checkpoint, device="cpu")
+    cfg = data_config(model)
+    scorer = Scorer(model, torch.device("cpu"), state["image_size"], cfg["mean"], cfg["std"],
+                    dtype=amp_dtype(torch.device("cpu"), True))
+    sources = stage_parameters("05_evaluation", profile, defaults=True)["extra_eval_sets"]
+    as_given = [{k: v for k, v in s.items() if k != "recrop"} if isinstance(s, dict) else s for s in sources]
+    arms = {"checkpoint_crop": (sources, state.get("face_crop")), "default_crop": (as_given, None)}
+    results = {"profile": profile, "checkpoint": str(checkpoint), "checkpoint_crop": state.get("face_crop")}
+    for arm, (arm_sources, crop) in arms.items():
+        sets = load_eval_sets(arm_sources, crops_dir=Path(out) / "crop_matching" / profile / arm, crop=crop)
+        for name, (manifest, root) in sets.items():
+            scores = scorer(name, manifest, root)
+            units, kind = scoring_units(manifest)
+            per_unit = pd.DataFrame({"unit": units.to_numpy(), "label": scores.label, "prob": scores.prob()}).groupby(
+                ["unit", "label"], as_index=False)["prob"].mean()
+            results.setdefault(name, {})[arm] = {
+                "frames": len(manifest), "frame_auc": roc_auc_score(scores.label, scores.prob()),
+                f"{kind}_auc": roc_auc_score(per_unit["label"], per_unit["prob"]) if per_unit["label"].nunique() == 2
+                else None}
+    return results
+
+
 def _predict_checkpoint(folder: Path) -> tuple[Path, str]:
     """Returns the dfdc-cpu phase-2 checkpoint when it has been trained, else an untrained one of the same
     backbone and size (speed does not depend on the weights), with a word on which."""
@@ -303,6 +339,9 @@ def main(argv=None) -> None:
                         help="only compare MIM with random initialisation (notebooks 01-05 twice; long)")
     parser.add_argument("--profile", default="demo", help="profile of the MIM comparison")
     parser.add_argument("--data-dir", default="", help="data root of the MIM comparison (default: the profile's data_dir)")
+    parser.add_argument("--crop-matching", action="store_true",
+                        help="only rescore a trained profile's extra sets with its own crops and the default ones")
+    parser.add_argument("--reports-root", default="reports", help="where the trained profile of --crop-matching is")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -310,6 +349,8 @@ def main(argv=None) -> None:
     if args.mim_vs_random:
         benches = {f"mim_vs_random-{Path(args.data_dir).name or 'profile-data'}-{args.profile}":
                    lambda: bench_mim_init(args.profile, args.data_dir, out)}
+    elif args.crop_matching:
+        benches = {f"crop_matching-{args.profile}": lambda: bench_crop_matching(args.profile, args.reports_root, out)}
     else:
         benches = {name: BENCHES[name] for name in args.only or sorted(BENCHES)}
     for name, fn in benches.items():

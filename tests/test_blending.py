@@ -81,3 +81,29 @@ def test_pseudo_fakes_replay_exactly_from_the_epoch_seed(kaggle_root):
 
     first = epoch(7)
     assert torch.equal(first, epoch(7)) and not torch.equal(first, epoch(8))
+
+
+def test_blend_masks_follow_the_landmarks_when_the_decode_cache_stores_images_resized(tmp_path):
+    import cv2
+    from PIL import Image
+
+    from dfcore.datasets.cache import DecodeCache
+
+    root = tmp_path / "faces"
+    for split in ("Train", "Validation", "Test"):
+        for cls in ("Real", "Fake"):
+            (root / split / cls).mkdir(parents=True)
+            Image.fromarray(np.roll(face_photo(320), len(split) + len(cls), axis=1)).save(root / split / cls / "a.png")
+    frame = build_manifest(root).manifest.query("split == 'train'").reset_index(drop=True)
+    frame = frame.assign(landmarks=json.dumps(LANDMARKS))  # in pixels of the 320 px files
+    transform = build_transforms(64, (0.5,) * 3, (0.25,) * 3, train=False)
+    settings = BlendSettings(elastic=0, ratio=(1.0, 1.0))
+    full = BlendedDataset(frame, root, transform, fakes="sbi", settings=settings, seed=3)
+    cached = BlendedDataset(frame, root, transform, fakes="sbi", settings=settings, seed=3,
+                            cache=DecodeCache.build(frame, root, 64, tmp_path / "cache", progress=False))
+    synthetic = int(np.flatnonzero(full.manifest["synthetic"].to_numpy())[0])
+    _, mask_full, _ = full.raw(synthetic)
+    _, mask_cached, _ = cached.raw(synthetic)
+    assert mask_full.shape[:2] == (320, 320) and mask_cached.shape[:2] == (64, 64)
+    assert np.abs(cv2.resize(mask_full, (64, 64), interpolation=cv2.INTER_AREA) - mask_cached[..., 0]).max() < 0.1
+    assert mask_cached[..., 0][int(LANDMARKS[2][1] / 5), int(LANDMARKS[2][0] / 5)] > 0.9  # the nose, at 64 px

@@ -1,3 +1,4 @@
+import json
 import shutil
 
 import pandas as pd
@@ -200,3 +201,13 @@ def test_a_root_of_videos_says_to_crop_faces_first(tmp_path):
     (tmp_path / "v" / "real" / "a.mp4").write_bytes(b"x")
     with pytest.raises(DataError, match="1 videos: notebook 01 crops their faces"):
         build_manifest(tmp_path / "v")
+
+
+def test_the_run_key_of_manifests_changes_with_their_landmarks(kaggle_root):
+    from dfcore.datasets import manifests_sha256
+
+    frames = {s: build_manifest(kaggle_root).manifest.query("split == @s") for s in ("train", "val", "test")}
+    plain = manifests_sha256(frames)
+    assert manifests_sha256({**frames, "train": frames["train"].assign(landmarks="")}) == plain  # none found
+    marked = frames["train"].assign(landmarks=json.dumps([[1, 2]] * 5))
+    assert manifests_sha256({**frames, "train": marked}) != plain
