@@ -301,7 +301,8 @@ def crop_data_root(root, out_dir, settings: CropSettings = CropSettings(), *, de
                         "reused": reused, "error": record["error"]})
         rows += [{"path": f"{source.path}/{c['file']}", "label": source.label, "split": source.split,
                   "group": source.group,
-                  "video": source.path if source.kind == "video" else "", "frame": c["frame"], "face": c["face"], "face_score": c["face_score"],
+                  "video": source.path if source.kind == "video" else "",  # photos: scored per group, not as clips
+                  "frame": c["frame"], "face": c["face"], "face_score": c["face_score"],
                   "face_box": json.dumps(c["face_box"]),
                   "landmarks": json.dumps(c["landmarks"]) if c["landmarks"] is not None else ""} for c in record["crops"]]
     _prune(out_dir, set(sources["path"]), {row["path"] for row in rows})
@@ -339,8 +340,9 @@ def find_landmarks(root, manifest: pd.DataFrame, cache_file, settings: CropSetti
     out[LANDMARK_COLUMNS] = out[LANDMARK_COLUMNS].fillna("").astype(str)
     which = pd.Series(True, index=out.index) if which is None else pd.Series(which, index=out.index)
     todo = which & (out["landmarks"].str.strip() == "")
-    key = hashlib.sha256(json.dumps({"version": _VERSION, "detector": settings.detector, "min_face": settings.min_face,
-                                     "detect_side": settings.detect_side, "pad": 0.5}, sort_keys=True).encode()).hexdigest()[:16]
+    key = json.dumps({"version": _VERSION, "detector": settings.detector, "min_face": settings.min_face,
+                      "detect_side": settings.detect_side, "pad": 0.5}, sort_keys=True)
+    key = hashlib.sha256(key.encode()).hexdigest()[:16]
     cache = pd.read_csv(cache_file, dtype=str, keep_default_na=False) if cache_file.is_file() else pd.DataFrame()
     known = {r["sha256"]: r for r in cache.to_dict("records") if r.get("key") == key}
     detector, found = None, 0
@@ -381,7 +383,7 @@ def matching_crop(faces: pd.DataFrame, base: CropSettings = CropSettings()) -> t
     ``faces`` has `find_landmarks`' ``face_box`` and the manifest's ``width``/``height``. A model
     sees faces at the scale it was trained on only if videos and photographs given to it later
     are cut like its training crops: dfdc_faces_small's crops are tight (MTCNN's face box is
-    about 1.4 times their side), while the default margin of 0.3 shows a face at 0.63 of the
+    about 1.1 times their side), while the default margin of 0.3 shows a face at 0.63 of the
     crop. The margin comes from the median ratio of crop side to box side, the vertical offset
     from the median distance of the crop's centre below the box's (the horizontal one is taken
     as 0: faces are centred across); the size is the images' median side.
