@@ -230,6 +230,7 @@ def bench_crop_matching(profile: str, reports_root="reports", out="reports/bench
     from sklearn.metrics import roc_auc_score
 
     from dfcore.evaluation import Scorer, load_eval_sets, scoring_units
+    from dfcore.evaluation.groups import aggregate_groups
     from dfcore.models import load_classifier
 
     checkpoint = stage_outputs(Path(reports_root) / profile).phase2_best
@@ -248,11 +249,11 @@ def bench_crop_matching(profile: str, reports_root="reports", out="reports/bench
         for name, (manifest, root) in sets.items():
             scores = scorer(name, manifest, root)
             units, kind = scoring_units(manifest)
-            per_unit = pd.DataFrame({"unit": units.to_numpy(), "label": scores.label, "prob": scores.prob()}).groupby(
-                ["unit", "label"], as_index=False)["prob"].mean()
+            per_unit = aggregate_groups(pd.DataFrame({"group": units.to_numpy(), "label": scores.label,
+                                                      "prob": scores.prob()}))  # as notebook 05 aggregates
             results.setdefault(name, {})[arm] = {
                 "frames": len(manifest), "frame_auc": roc_auc_score(scores.label, scores.prob()),
-                f"{kind}_auc": roc_auc_score(per_unit["label"], per_unit["prob"]) if per_unit["label"].nunique() == 2
+                f"{kind}_auc": roc_auc_score(per_unit["label"], per_unit["mean"]) if per_unit["label"].nunique() == 2
                 else None}
     return results
 

@@ -343,3 +343,11 @@ def test_contact_sheets_show_one_crop_of_each_source_before_a_second():
     first = sample_crops(crops, 3, seed=1)
     assert sorted(p.split("/")[1] for p in first["path"]) == ["a.mp4", "b.mp4", "c.png"]
     assert len(sample_crops(crops, 10)) == 7
+
+
+def test_crops_of_photographs_are_scored_per_group_even_before_a_csv_round_trip():
+    from dfcore.evaluation import scoring_units
+
+    frames = pd.DataFrame({"group": ["a", "a", "b"], "video": ["", "", ""]})
+    assert scoring_units(frames)[1] == "group"
+    assert scoring_units(frames.assign(video=["v1", "v1", "v2"]))[1] == "video"

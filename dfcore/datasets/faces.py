@@ -13,7 +13,7 @@ import hashlib
 import json
 import shutil
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -350,8 +350,7 @@ def find_landmarks(root, manifest: pd.DataFrame, cache_file, settings: CropSetti
     for index, row in tqdm(rows.iterrows(), total=len(rows), desc="landmarks", unit="image", mininterval=10,
                            disable=not progress):
         if row["sha256"] not in known:
-            detector = detector or FaceDetector(CropSettings(detector="mtcnn", min_face=settings.min_face,
-                                                             detect_side=settings.detect_side, keep="largest"))
+            detector = detector or FaceDetector(replace(settings, keep="largest"))
             image = read_image_rgb(root / row["path"])
             # MTCNN misjudges a face cut inside its own box (the usual pre-cropped face): on a crop with its box
             # 1.4 times its side it returned a box and eye distance near twice the true ones. On a black border
@@ -388,21 +387,21 @@ def matching_crop(faces: pd.DataFrame, base: CropSettings = CropSettings()) -> t
     from the median distance of the crop's centre below the box's (the horizontal one is taken
     as 0: faces are centred across); the size is the images' median side.
     """
-    boxes = [json.loads(b) for b in faces["face_box"] if isinstance(b, str) and b.strip()]
-    if not boxes:
+    rows = faces[faces["face_box"].map(lambda b: isinstance(b, str) and bool(b.strip()))]
+    if rows.empty:
         raise DataError("No face was found in any of the pre-cropped images, so their crop geometry cannot be "
                         "measured: set match_crops: false (new faces are then cut with the default crop settings).")
-    rows = faces[[isinstance(b, str) and bool(b.strip()) for b in faces["face_box"]]]
-    box = np.array(boxes, np.float64)
+    box = np.array([json.loads(b) for b in rows["face_box"]], np.float64)
     side = np.maximum(box[:, 2] - box[:, 0], box[:, 3] - box[:, 1])
     image_side = np.maximum(rows["width"].to_numpy(float), rows["height"].to_numpy(float))
-    ratio = float(np.median(image_side / side))  # crop side over face side
+    ratios = image_side / side  # crop side over face side
+    ratio = float(np.median(ratios))
     offset = float(np.median((rows["height"].to_numpy(float) / 2 - (box[:, 1] + box[:, 3]) / 2) / side))
     margin = max(-0.45, (ratio - 1) / 2)
     settings = CropSettings(**{**base.as_dict(), "margin": round(margin, 3), "offset": round(offset, 3),
                                "size": int(np.median(image_side))})
-    return settings, {"faces_measured": len(boxes), "images": len(faces), "crop_side_over_face_side": round(ratio, 3),
-                      "iqr": [round(float(v), 3) for v in np.percentile(image_side / side, [25, 75])],
+    return settings, {"faces_measured": len(rows), "images": len(faces), "crop_side_over_face_side": round(ratio, 3),
+                      "iqr": [round(float(v), 3) for v in np.percentile(ratios, [25, 75])],
                       "margin": settings.margin, "offset": settings.offset, "size": settings.size}
 
 

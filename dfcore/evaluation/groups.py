@@ -36,7 +36,7 @@ def aggregate_groups(frames: pd.DataFrame, *, t: float = 0.8, min_share: float =
 def scoring_units(manifest: pd.DataFrame) -> tuple[pd.Series, str]:
     """Returns what a set's frames are aggregated by, and its name: the source video where the images are face
     crops cut from videos (a ``video`` column), so that scores are video-level as in DFDC and DeepfakeBench;
-    otherwise the group."""
-    if "video" in manifest.columns and manifest["video"].notna().all():
+    otherwise the group. An empty ``video`` (a photograph's crop) counts as none, read from a CSV or not."""
+    if "video" in manifest.columns and manifest["video"].fillna("").astype(str).ne("").all():
         return manifest["video"], "video"
     return manifest["group"], "group"
