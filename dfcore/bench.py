@@ -159,8 +159,9 @@ def bench_mim_init(profile: str = "demo", data_dir: str = "", out="reports/bench
     Runs notebooks 01-05 once per arm with papermill and the profile's parameters; only notebook 03's ``init``
     differs (``mim`` or ``none``). The random arm skips notebook 02 and spends its budget in phase 2 instead:
     ``mim_epochs`` more epochs (an MIM epoch passes the same training images through the same encoder, forward
-    and backward). Each arm's reports land under ``out/mim_vs_random/<data>-<profile>/<init>/``, with each
-    stage's wall time. Long: two full trainings.
+    and backward), and without layer-wise LR decay (``layer_decay`` 1), which only protects pretrained layers.
+    Each arm's reports land under ``out/mim_vs_random/<data>-<profile>/<init>/``, with each stage's wall time.
+    Long: two full trainings.
     """
     import matplotlib
 
@@ -184,6 +185,7 @@ def bench_mim_init(profile: str = "demo", data_dir: str = "", out="reports/bench
                 overrides["init"] = init
             if stage == "04_phase2_finetune" and init != "mim":
                 overrides["p2_epochs"] = p2_epochs + mim_epochs  # the budget MIM would have spent
+                overrides["layer_decay"] = 1.0  # layer-wise decay keeps what pretraining taught; random init taught nothing
             executed = reports_root / profile / "executed" / f"{stage}.ipynb"
             executed.parent.mkdir(parents=True, exist_ok=True)
             start = time.perf_counter()

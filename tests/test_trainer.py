@@ -144,6 +144,26 @@ def test_unfreeze_last_trains_the_last_blocks_and_the_head_only(name, size, n, e
     assert len(unfreeze_last(model, -1)) == len(list(model.parameters()))
 
 
+@pytest.mark.parametrize("name,size", [("resnet10t", 32), ("vit_tiny_patch16_224", 32)])
+def test_layer_decay_gives_each_layer_below_the_head_a_smaller_learning_rate(name, size):
+    model = build_model(name, image_size=size)
+    plain = build_optimizer(model, lr_head=2e-3, lr_backbone=1e-3)
+    assert [(g["name"], g["lr"]) for g in plain.param_groups] == [("head", 2e-3), ("backbone", 1e-3)]
+    decayed = build_optimizer(model, lr_head=2e-3, lr_backbone=1e-3, layer_decay=0.5)
+    head, *layers = decayed.param_groups
+    assert (head["name"], head["lr"]) == ("head", 2e-3)
+    lrs = [g["lr"] for g in layers]
+    assert lrs[-1] == pytest.approx(0.5e-3)  # the layer just below the head
+    assert np.allclose(np.array(lrs[1:]) / np.array(lrs[:-1]), 2.0)  # halved at every step down
+    grouped = [id(p) for g in decayed.param_groups for p in g["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in model.parameters())  # every parameter once
+    unfreeze_last(model, 1)  # frozen layers get no group
+    partial = build_optimizer(model, lr_head=2e-3, lr_backbone=1e-3, layer_decay=0.5)
+    assert sum(len(g["params"]) for g in partial.param_groups) == sum(p.requires_grad for p in model.parameters())
+    with pytest.raises(ValueError, match="layer_decay"):
+        build_optimizer(model, lr_head=1e-3, lr_backbone=1e-3, layer_decay=0)
+
+
 def test_class_weights_balance_what_the_loss_sees():
     labels = [0] * 30 + [1] * 10
     assert class_weights(labels, "none")[2] == pytest.approx(0.25)

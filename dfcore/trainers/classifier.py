@@ -56,14 +56,33 @@ def class_weights(labels, mode: str) -> tuple[torch.Tensor | None, bool, float]:
     raise ValueError(f"balance must be 'none', 'sampler' or 'loss', got {mode!r}")
 
 
-def build_optimizer(model, *, lr_head: float, lr_backbone: float = 0.0, weight_decay: float = 0.05):
-    """Returns AdamW with one group for the classifier and one for the trainable backbone parameters."""
+def build_optimizer(model, *, lr_head: float, lr_backbone: float = 0.0, weight_decay: float = 0.05,
+                    layer_decay: float = 1.0):
+    """Returns AdamW with one group for the classifier and one for the trainable backbone parameters.
+
+    ``layer_decay`` < 1 splits the backbone by depth instead (layer-wise LR decay, as MAE and BEiT fine-tune): the
+    layer ``k`` steps below the head gets ``lr_backbone * layer_decay**k``, so early layers, which pretraining
+    taught the most general features, move least. Layers are timm's fine parameter groups
+    (``model.group_matcher(coarse=False)``: the stem, each block, the head), the ones timm's own
+    ``param_groups_layer_decay`` uses; that function is not called because it also takes biases and norms out
+    of weight decay, which would change this optimizer in more than one way.
+    """
+    if not 0 < layer_decay <= 1:
+        raise ValueError(f"layer_decay must be in (0, 1], got {layer_decay}")
     head_ids = {id(p) for p in model.get_classifier().parameters()}
     head = [p for p in model.parameters() if p.requires_grad and id(p) in head_ids]
-    backbone = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids]
+    backbone = [(n, p) for n, p in model.named_parameters() if p.requires_grad and id(p) not in head_ids]
     groups = [{"params": head, "lr": lr_head, "name": "head"}]
-    if backbone:
-        groups.append({"params": backbone, "lr": lr_backbone, "name": "backbone"})
+    if backbone and layer_decay == 1:
+        groups.append({"params": [p for _, p in backbone], "lr": lr_backbone, "name": "backbone"})
+    elif backbone:
+        layer_of = group_parameters(model, model.group_matcher(coarse=False), reverse=True)  # name -> layer
+        top = max(layer_of.values())  # the head's layer
+        layers: dict[int, list] = {}
+        for name, p in backbone:
+            layers.setdefault(layer_of[name], []).append(p)
+        groups += [{"params": params, "lr": lr_backbone * layer_decay ** (top - layer), "name": f"backbone{layer}"}
+                   for layer, params in sorted(layers.items())]
     return torch.optim.AdamW(groups, weight_decay=weight_decay)
 
 

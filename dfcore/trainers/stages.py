@@ -214,7 +214,8 @@ def run_phase(stage: str, params: dict) -> StageRun:
                                    batch_size=micro_batch(p["batch_size"], p["accum_steps"]) if split == "train"
                                    else p["batch_size"], train=split == "train", augment=p["augment"],
                                    balance=sampler, seed=p["seed"], **loader_settings(dev, p["num_workers"]),
-                                   fakes=p["train_fakes"], blend=blend_settings(p), cache_dir=cache_dir, weights=hard)
+                                   fakes=p["train_fakes"], blend=blend_settings(p), cache_dir=cache_dir, weights=hard,
+                                   group_batches=p["group_batches"])
                for split in ("train", "val")}
     trainable = sum(q.numel() for q in model.parameters() if q.requires_grad)
     say(f"{meta['backbone']} ({'head only' if stage == '03_phase1_head' else 'fine-tuning'}): {trainable / 1e6:.3f} M "
@@ -225,7 +226,7 @@ def run_phase(stage: str, params: dict) -> StageRun:
         epochs, grad_clip, out_dir = p["p1_epochs"], 0.0, out.phase1_dir
     else:
         optimizer = build_optimizer(model, lr_head=p["p2_lr_head"], lr_backbone=p["p2_lr_backbone"],
-                                    weight_decay=p["weight_decay"])
+                                    weight_decay=p["weight_decay"], layer_decay=p["layer_decay"])
         epochs, grad_clip, out_dir = p["p2_epochs"], p["grad_clip"], out.phase2_dir
     history = fit(model, loaders["train"], loaders["val"], optimizer=optimizer, epochs=epochs,
                   warmup_epochs=p["warmup_epochs"], out_dir=out_dir, device=dev, dtype=dtype, patience=p["patience"],
