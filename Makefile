@@ -94,9 +94,11 @@ test: $(STAMP) ## run the test suite (includes one end-to-end run of all noteboo
 bench: $(STAMP) ## run the benchmarks; results are written to reports/bench/*.json
 	$(PY) -m dfcore.bench --out $(REPORTS_ROOT)/bench
 
+# The profile's report index shows the result: rebuilt here when the profile has been reproduced already.
 bench-mim: $(STAMP) ## MIM vs random init, phases 1+2, val/test AUC (PROFILE, DATA_DIR; long): reports/bench/*.json
 	$(PY) -m dfcore.bench --mim-vs-random --profile $(PROFILE) $(if $(DATA_DIR),--data-dir "$(DATA_DIR)") \
 	  --out $(REPORTS_ROOT)/bench
+	@if [ -f $(OUT)/index.html ]; then $(PY) -m dfcore.reporting.index $(OUT) --index-only; fi
 
 bench-crops: $(STAMP) ## a trained PROFILE's extra sets scored with its own crops and the default ones: reports/bench/*.json
 	$(PY) -m dfcore.bench --crop-matching --profile $(PROFILE) --reports-root $(REPORTS_ROOT) --out $(REPORTS_ROOT)/bench

@@ -185,7 +185,7 @@ def bench_mim_init(profile: str = "demo", data_dir: str = "", out="reports/bench
                 overrides["init"] = init
             if stage == "04_phase2_finetune" and init != "mim":
                 overrides["p2_epochs"] = p2_epochs + mim_epochs  # the budget MIM would have spent
-                overrides["layer_decay"] = 1.0  # layer-wise decay keeps what pretraining taught; random init taught nothing
+                overrides["layer_decay"] = 1.0  # layer decay keeps what pretraining taught; random init taught nothing
             executed = reports_root / profile / "executed" / f"{stage}.ipynb"
             executed.parent.mkdir(parents=True, exist_ok=True)
             start = time.perf_counter()

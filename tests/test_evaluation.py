@@ -224,3 +224,30 @@ def test_the_index_lists_every_scored_set_with_frame_and_unit_auc(tmp_path):
     page = build_index(tmp_path)
     assert "<td>ffpp_c23_videos</td><td>96</td><td>0.7000</td><td>video</td><td>7</td><td>0.8100</td><td>0.8300</td>" in page
     assert "<td>val</td>" not in page
+
+
+def test_the_index_shows_the_profiles_mim_benchmark_where_one_was_run(tmp_path):
+    import json
+
+    from dfcore.reporting.index import build_index, main
+
+    run = tmp_path / "reports" / "dfdc-mim-cpu"
+    (run / "metrics").mkdir(parents=True)
+    assert "bench-mim" not in build_index(run)
+    bench = tmp_path / "reports" / "bench"
+    bench.mkdir()
+    arm = {"val_auc": 0.8, "test_auc": 0.78, "p2_epochs": 17, "minutes_total": 24.04}
+    (bench / "mim_vs_random-dfdc_faces_small-dfdc-mim-cpu.json").write_text(json.dumps(
+        {"profile": "dfdc-mim-cpu", "data": "dfdc_faces_small", "mim": arm,
+         "none": {**arm, "test_auc": 0.8, "p2_epochs": 21},
+         "mim_minus_random_test_auc": -0.02}))
+    (bench / "mim_vs_random-dfdc_faces_small-x-dfdc-mim-cpu.json").write_text(  # profile x-dfdc-mim-cpu's
+        json.dumps({"profile": "x-dfdc-mim-cpu", "data": "other", "mim": arm}))
+    (bench / "mim_vs_random-dfdc_faces_small-dfdc-mim-cpu.png").write_bytes(b"png")
+    page = build_index(run)
+    assert "<td>random initialisation</td><td>0.8000</td><td>0.8000</td><td>21</td><td>24.0</td>" in page
+    assert "<td>MIM pretraining, then fine-tuning</td><td>0.8000</td><td>0.7800</td><td>17</td>" in page
+    assert "-0.020" in page and 'src="../bench/mim_vs_random-dfdc_faces_small-dfdc-mim-cpu.png"' in page
+    assert page.count("<h2>MIM against random") == 1
+    main([str(run), "--index-only"])  # what make bench-mim runs: the index, the run's manifest left as it was
+    assert (run / "index.html").read_text() == page and not (run / "run_manifest.json").exists()

@@ -109,14 +109,16 @@ class GroupedRandomSampler(Sampler):
     Why: in a batch of unrelated faces the loss can fall by learning who and where a face is; when a fake and its
     source are side by side, only what the manipulation changed tells them apart, and the gradients of
     everything they share cancel. On `dfdc_faces_small` (one real crop and one fake of the same frame per
-    source) this made from-scratch training learn faster (see the profile READMEs). A group is cut into runs
-    of at most ``run`` images in random order, so that the frames of a long video do not fill whole batches.
+    source) this made from-scratch training learn faster (params/profiles/dfdc-mim-cpu/README.md). A group is cut
+    into runs of at most ``run`` images in random order, so that the frames of a long video do not fill whole
+    batches.
     """
 
     def __init__(self, groups, generator: torch.Generator, run: int = 4):
         self.generator, self.run = generator, run
-        codes = pd.factorize(pd.Series(groups).astype(str))[0]
-        self.members = [np.flatnonzero(codes == g) for g in range(codes.max() + 1)] if len(codes) else []
+        codes = pd.factorize(np.asarray(groups).astype(str))[0]  # groups numbered by first appearance
+        by_group = np.argsort(codes, kind="stable")
+        self.members = np.split(by_group, np.cumsum(np.bincount(codes))[:-1]) if len(codes) else []  # positions
 
     def __iter__(self):
         runs = []
@@ -250,4 +252,4 @@ def split_loader(
         per_item = dataset.manifest["path"].map(weights).fillna(1.0).where(~synthetic, 1.0).to_numpy()
     per_rank = max(1, batch_size // context().world_size)  # batch_size is the global batch under DDP
     return make_loader(dataset, batch_size=per_rank, train=train, num_workers=num_workers, seed=seed, balance=balance,
-                       weights=per_item, pin_memory=pin_memory, group_batches=train and group_batches)
+                       weights=per_item, pin_memory=pin_memory, group_batches=group_batches)

@@ -3,7 +3,8 @@
 Run as ``python -m dfcore.reporting.index reports/<profile>`` after the notebooks (the
 Makefile does): it writes ``run_manifest.json`` (git commit, package versions, the resolved
 parameters of every executed notebook, the sha256 of each data manifest) and ``index.html``
-(a link to every stage's report and its headline numbers).
+(a link to every stage's report and its headline numbers, and the profile's ``make bench-mim`` result
+where one was run into the same reports root).
 """
 
 from __future__ import annotations
@@ -90,6 +91,34 @@ def _sets_table(reports_dir: Path) -> str:
             "<th>units</th><th>unit AUC (mean)</th><th>unit AUC (confident)</th></tr>" + "".join(rows) + "</table>")
 
 
+def _mim_bench_section(reports_dir: Path) -> str:
+    """Returns the results of ``make bench-mim`` for this profile (MIM against random initialisation with the same
+    budget: each arm's validation and test AUC, fine-tuning epochs and wall time, and its figure), where the
+    benchmark has been run into this reports root's ``bench/``; else nothing."""
+    bench = reports_dir.parent / "bench"
+    sections = []
+    for path in sorted(bench.glob(f"mim_vs_random-*-{reports_dir.name}.json")):
+        result = json.loads(path.read_text())
+        if result.get("profile") != reports_dir.name:  # the glob's * may have taken part of another profile's name
+            continue
+        rows = []
+        for arm, label in (("mim", "MIM pretraining, then fine-tuning"), ("none", "random initialisation")):
+            if arm in result:
+                r = result[arm]
+                cells = [label, r["val_auc"], r["test_auc"], r["p2_epochs"], f"{r['minutes_total']:.1f}"]
+                rows.append("<tr>" + "".join(f"<td>{_fmt(c)}</td>" for c in cells) + "</tr>")
+        figure = path.with_suffix(".png")
+        image = (f'<p><img src="../bench/{html.escape(figure.name)}" style="max-width:100%"></p>'
+                 if figure.exists() else "")
+        gain = result.get("mim_minus_random_test_auc")
+        sections.append(
+            f"<h2>MIM against random initialisation, same budget (<code>make bench-mim</code>, "
+            f"{html.escape(str(result.get('data', '')))})</h2><table><tr><th>arm</th><th>validation AUC</th>"
+            f"<th>test AUC</th><th>phase-2 epochs</th><th>minutes, notebooks 01-05</th></tr>{''.join(rows)}</table>"
+            + (f"<p>MIM minus random, test AUC: <b>{gain:+.3f}</b></p>" if gain is not None else "") + image)
+    return "".join(sections)
+
+
 def build_index(reports_dir) -> str:
     """Returns the HTML of the report index: each stage's report link and its headline numbers."""
     reports_dir = Path(reports_dir)
@@ -111,14 +140,19 @@ border-bottom:1px solid #ddd}} .note{{background:#fff4d6;padding:.6em}}</style><
 {''.join(rows)}
 </table>
 {_sets_table(reports_dir)}
+{_mim_bench_section(reports_dir)}
 <p><a href="run_manifest.json">run_manifest.json</a>: git commit, package versions, parameters, data manifest hashes.</p>
 </body></html>
 """
 
 
 def main(argv=None) -> None:
-    reports_dir = Path((argv or sys.argv[1:])[0])
-    (reports_dir / "run_manifest.json").write_text(json.dumps(run_manifest(reports_dir), indent=2))
+    """Writes the run manifest and the index; with ``--index-only`` the index alone (a benchmark run later than the
+    notebooks adds its section without restamping the run's commit and parameters)."""
+    args = list(argv if argv is not None else sys.argv[1:])
+    reports_dir = Path(args[0])
+    if "--index-only" not in args:
+        (reports_dir / "run_manifest.json").write_text(json.dumps(run_manifest(reports_dir), indent=2))
     (reports_dir / "index.html").write_text(build_index(reports_dir))
     print(f"wrote {reports_dir / 'index.html'}")
 
