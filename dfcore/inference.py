@@ -24,6 +24,7 @@ from dfcore.datasets.faces import read_image_rgb
 from dfcore.datasets.manifest import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from dfcore.evaluation.decision import DecisionRule, decision_path, load_decision_rule
 from dfcore.evaluation.groups import confident_mean
+from dfcore.evaluation.predict import flip_logits
 from dfcore.explain import cam_maps
 from dfcore.models import data_config, load_classifier
 from dfcore.runtime import resolve_device
@@ -111,7 +112,7 @@ class Predictor:
     def describe(self) -> dict:
         """Returns what every record shares: checkpoint, decision rule and how faces are cut."""
         return {"checkpoint": str(self.checkpoint), "backbone": self.backbone, "temperature": self.rule.temperature,
-                "threshold": self.threshold, "threshold_source": self.threshold_source,
+                "flip_tta": self.rule.flip, "threshold": self.threshold, "threshold_source": self.threshold_source,
                 "crop": self.crop.as_dict() if self.crop else None, "crop_source": self.crop_source}
 
     def _tick(self, stage: str, start: float) -> float:
@@ -135,12 +136,13 @@ class Predictor:
 
     @torch.inference_mode()
     def score(self, crops: list[np.ndarray]) -> np.ndarray:
-        """Returns the calibrated P(fake) of each RGB face crop (the evaluation transform, the rule's temperature)."""
+        """Returns the calibrated P(fake) of each RGB face crop (the evaluation transform, the rule's temperature,
+        and flip test-time augmentation where the rule was fitted with it)."""
         if not crops:
             return np.zeros(0)
         batch = torch.stack([self.transform(image=c)["image"] for c in crops]).to(
             self.device, memory_format=torch.channels_last)
-        logits = self.model(batch).float().cpu().numpy()
+        logits = (flip_logits(self.model, batch) if self.rule.flip else self.model(batch)).float().cpu().numpy()
         margin = logits[:, 1] - logits[:, 0]
         return 1.0 / (1.0 + np.exp(-margin / self.rule.temperature))
 

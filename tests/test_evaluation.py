@@ -177,6 +177,33 @@ class _MeanColour(torch.nn.Module):
         return torch.stack([torch.zeros(len(x)), x[:, 0].mean((1, 2))], 1)
 
 
+class _LeftMinusRight(torch.nn.Module):
+    """A mirror-sensitive classifier: fake logit = mean red of the left half minus that of the right half."""
+
+    def forward(self, x):
+        half = x.shape[-1] // 2
+        return torch.stack([torch.zeros(len(x)), x[:, 0, :, :half].mean((1, 2)) - x[:, 0, :, half:].mean((1, 2))], 1)
+
+
+def test_flip_tta_averages_each_image_with_its_mirror_and_the_rule_remembers_it(kaggle_root, tmp_path):
+    import albumentations as A
+    manifest = build_manifest(kaggle_root).manifest
+    val = manifest[manifest["split"] == "val"]
+    args = dict(device=torch.device("cpu"), image_size=16, mean=(0.5,) * 3, std=(0.5,) * 3, batch_size=4)
+    plain = Scorer(_LeftMinusRight(), **args)("val", val, kaggle_root)
+    mirrored = Scorer(_LeftMinusRight(), **args)("val", val, kaggle_root, corruption=A.HorizontalFlip(p=1))
+    flipped = Scorer(_LeftMinusRight(), flip=True, **args)("val", val, kaggle_root)
+    assert np.abs(plain.margin).max() > 1e-3  # the images are not mirror-symmetric: the test can tell
+    np.testing.assert_allclose(flipped.logits, (plain.logits + mirrored.logits) / 2, atol=1e-6)
+    assert flipped.flip and not plain.flip
+    rule = fit_decision_rule(flipped, rule="eer")
+    assert rule.flip and not fit_decision_rule(plain, rule="eer").flip
+    checkpoint = tmp_path / "best.pt"
+    checkpoint.write_bytes(b"weights")
+    save_decision_rule(rule, checkpoint)
+    assert load_decision_rule(checkpoint).flip  # what predict reads back
+
+
 def test_a_set_is_scored_evaluated_and_swept_under_corruptions(kaggle_root):
     manifest = build_manifest(kaggle_root).manifest
     scorer = Scorer(_MeanColour(), torch.device("cpu"), image_size=16, mean=(0.5,) * 3, std=(0.5,) * 3, batch_size=4)

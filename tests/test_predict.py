@@ -66,6 +66,17 @@ def test_image_record_has_faces_boxes_landmarks_and_the_calibrated_verdict(check
     assert face["prob_fake"] == pytest.approx(float(torch.sigmoid((logits[1] - logits[0]) / 2)), abs=1e-5)
 
 
+def test_a_rule_fitted_with_flip_tta_makes_predict_flip_too(checkpoint, inputs):
+    predictor = Predictor.load(checkpoint)
+    crops = predictor(inputs / "face.jpg")[1]
+    x = predictor.transform(image=crops[0])["image"][None]
+    with torch.inference_mode():
+        both = (predictor.model(x) + predictor.model(x.flip(-1)))[0] / 2
+    predictor.rule = DecisionRule(temperature=2.0, threshold=0.5, rule="eer", fitted_on="val", flip=True)
+    assert predictor.score(crops)[0] == pytest.approx(float(torch.sigmoid((both[1] - both[0]) / 2)), abs=1e-5)
+    assert predictor.describe()["flip_tta"] is True
+
+
 def test_several_faces_each_scored_and_the_most_suspicious_decides(checkpoint, inputs):
     record, _, _ = Predictor.load(checkpoint)(inputs / "two.png")
     probs = [f["prob_fake"] for f in record["faces"]]

@@ -77,6 +77,7 @@ class DecisionRule:
     rule: str = "default"
     fitted_on: str = ""
     fitted_temperature: float | None = None  # the temperature found, before the range check
+    flip: bool = False  # fitted on flip test-time-augmented scores: every later scoring must flip too
 
     def prob(self, scores: Scores) -> np.ndarray:
         """Returns the calibrated P(fake) of ``scores``."""
@@ -100,7 +101,7 @@ def fit_decision_rule(scores: Scores, *, rule: str = "eer", temperature_range=TE
         )
         temperature = 1.0
     threshold = fit_threshold(scores, temperature=temperature, rule=rule)
-    return DecisionRule(temperature, threshold, rule, scores.split, fitted)
+    return DecisionRule(temperature, threshold, rule, scores.split, fitted, scores.flip)
 
 
 def decision_path(checkpoint) -> Path:

@@ -14,15 +14,23 @@ from dfcore.datasets import ManifestDataset, build_transforms, make_loader
 from dfcore.runtime import autocast
 
 
+def flip_logits(model, images: torch.Tensor) -> torch.Tensor:
+    """Returns the mean of ``model``'s logits for ``images`` and for their mirror images (flip test-time
+    augmentation: faces are trained with horizontal flips, so both views are in the training distribution)."""
+    return (model(images).float() + model(images.flip(-1)).float()) / 2
+
+
 @torch.inference_mode()
-def predict(model, loader, *, device, dtype=None) -> dict:
-    """Returns ``{'prob': P(fake), 'label', 'logits', 'loss', 'images_per_s'}`` over the whole loader, in order."""
+def predict(model, loader, *, device, dtype=None, flip: bool = False) -> dict:
+    """Returns ``{'prob': P(fake), 'label', 'logits', 'loss', 'images_per_s'}`` over the whole loader, in order;
+    with ``flip``, the logits are the mean over each image and its mirror image (`flip_logits`)."""
     model.eval()
     logits, labels = [], []
     start = time.perf_counter()
     for images, targets in loader:
+        images = images.to(device, non_blocking=True, memory_format=torch.channels_last)
         with autocast(device, dtype):
-            out = model(images.to(device, non_blocking=True, memory_format=torch.channels_last))
+            out = flip_logits(model, images) if flip else model(images)
         logits.append(out.float().cpu())
         labels.append(targets)
     elapsed = time.perf_counter() - start
@@ -46,6 +54,7 @@ class Scores:
     label: np.ndarray
     logits: np.ndarray
     images_per_s: float = float("nan")
+    flip: bool = False  # the logits are the mean over each image and its mirror image
 
     @property
     def margin(self) -> np.ndarray:
@@ -69,6 +78,7 @@ class Scorer:
     dtype: torch.dtype | None = None
     batch_size: int = 128
     num_workers: int = 0
+    flip: bool = False  # flip test-time augmentation: the mean logits of each image and its mirror image
 
     def __call__(self, name: str, manifest: pd.DataFrame, root, *, corruption=None, seed: int = 0) -> Scores:
         """Returns the `Scores` of ``manifest`` (images under ``root``), named ``name``."""
@@ -76,5 +86,5 @@ class Scorer:
                                      seed=seed)
         loader = make_loader(ManifestDataset(manifest, root, transform), batch_size=self.batch_size, train=False,
                              num_workers=self.num_workers, seed=seed)
-        out = predict(self.model, loader, device=self.device, dtype=self.dtype)
-        return Scores(name, out["label"], out["logits"], out["images_per_s"])
+        out = predict(self.model, loader, device=self.device, dtype=self.dtype, flip=self.flip)
+        return Scores(name, out["label"], out["logits"], out["images_per_s"], self.flip)
