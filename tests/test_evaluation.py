@@ -185,6 +185,7 @@ class _LeftMinusRight(torch.nn.Module):
         return torch.stack([torch.zeros(len(x)), x[:, 0, :, :half].mean((1, 2)) - x[:, 0, :, half:].mean((1, 2))], 1)
 
 
+@pytest.mark.filterwarnings("ignore:The temperature fitted")  # a toy model on 6 images: the fit is not the point
 def test_flip_tta_averages_each_image_with_its_mirror_and_the_rule_remembers_it(kaggle_root, tmp_path):
     import albumentations as A
     manifest = build_manifest(kaggle_root).manifest
