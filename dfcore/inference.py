@@ -24,7 +24,7 @@ from dfcore.datasets.faces import read_image_rgb
 from dfcore.datasets.manifest import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from dfcore.evaluation.decision import DecisionRule, decision_path, load_decision_rule
 from dfcore.evaluation.groups import confident_mean
-from dfcore.evaluation.predict import flip_logits
+from dfcore.evaluation.predict import model_logits
 from dfcore.explain import cam_maps
 from dfcore.models import data_config, load_classifier
 from dfcore.runtime import resolve_device
@@ -142,7 +142,7 @@ class Predictor:
             return np.zeros(0)
         batch = torch.stack([self.transform(image=c)["image"] for c in crops]).to(
             self.device, memory_format=torch.channels_last)
-        logits = (flip_logits(self.model, batch) if self.rule.flip else self.model(batch)).float().cpu().numpy()
+        logits = model_logits(self.model, batch, flip=self.rule.flip).cpu().numpy()
         margin = logits[:, 1] - logits[:, 0]
         return 1.0 / (1.0 + np.exp(-margin / self.rule.temperature))
 

@@ -14,24 +14,26 @@ from dfcore.datasets import ManifestDataset, build_transforms, make_loader
 from dfcore.runtime import autocast
 
 
-def flip_logits(model, images: torch.Tensor) -> torch.Tensor:
-    """Returns the mean of ``model``'s logits for ``images`` and for their mirror images (flip test-time
-    augmentation: faces are trained with horizontal flips, so both views are in the training distribution)."""
-    return (model(images).float() + model(images.flip(-1)).float()) / 2
+def model_logits(model, images: torch.Tensor, *, flip: bool = False) -> torch.Tensor:
+    """Returns ``model``'s float logits for ``images``; with ``flip``, the mean over each image and its mirror
+    image (flip test-time augmentation: faces are trained with horizontal flips, so both views are in the
+    training distribution)."""
+    logits = model(images).float()
+    return (logits + model(images.flip(-1)).float()) / 2 if flip else logits
 
 
 @torch.inference_mode()
 def predict(model, loader, *, device, dtype=None, flip: bool = False) -> dict:
     """Returns ``{'prob': P(fake), 'label', 'logits', 'loss', 'images_per_s'}`` over the whole loader, in order;
-    with ``flip``, the logits are the mean over each image and its mirror image (`flip_logits`)."""
+    with ``flip``, the logits are the mean over each image and its mirror image (`model_logits`)."""
     model.eval()
     logits, labels = [], []
     start = time.perf_counter()
     for images, targets in loader:
         images = images.to(device, non_blocking=True, memory_format=torch.channels_last)
         with autocast(device, dtype):
-            out = flip_logits(model, images) if flip else model(images)
-        logits.append(out.float().cpu())
+            out = model_logits(model, images, flip=flip)
+        logits.append(out.cpu())
         labels.append(targets)
     elapsed = time.perf_counter() - start
     logits = torch.cat(logits)
