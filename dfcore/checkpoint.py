@@ -57,7 +57,7 @@ def load_checkpoint(path, *, backbone: str | None = None, kind: str | None = Non
     return state
 
 
-_NOT_THE_RUN = ("resume",)  # parameters that do not change what a run computes
+_NOT_THE_RUN = ("resume", "members")  # parameters that do not change what a run computes (members: the others)
 # The code a training run's numbers depend on; reporting, explanations and prediction are not in it, so
 # editing a figure re-runs a training notebook in seconds (its finished run is resumed, not repeated).
 _TRAINING_CODE = ("datasets", "models", "trainers", "evaluation/metrics.py", "evaluation/predict.py",

@@ -20,7 +20,7 @@ from dfcore.explain import (
     saliency_maps,
     select_outcomes,
 )
-from dfcore.models import build_model
+from dfcore.models import Ensemble, build_model
 from dfcore.reporting import browser
 
 
@@ -74,6 +74,17 @@ def test_cam_is_brightest_on_the_planted_patch(patch_detector, layer, min_ratio)
         inside[y:y + 16, x:x + 16] = True
         # the last stage is 2x2 at 64 px, so its map is coarse; one stage earlier (4x4) is sharp
         assert heat[inside].mean() > min_ratio * heat[~inside].mean()
+
+
+def test_an_ensemble_is_explained_through_its_first_member(patch_detector):
+    torch.manual_seed(1)
+    ensemble = Ensemble([patch_detector, build_model("resnet10t").eval()])  # a trained and an untrained member
+    assert cam_target(ensemble) == CamTarget("members.0.layer4", "cnn")
+    assert cam_grid(ensemble, (64, 96)) == cam_grid(patch_detector, (64, 96)) == (2, 3)
+    images, labels, _ = _planted(8, seed=1)
+    fakes = images[labels == 1]
+    # the mean logit's gradient at member 0's layer is half member 0's own: the same map once scaled to [0, 1]
+    np.testing.assert_allclose(cam_maps(ensemble, fakes), cam_maps(patch_detector, fakes), atol=1e-4)
 
 
 # --- every backbone family: the right layer, the token grid, the input's size ---------------------------

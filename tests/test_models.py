@@ -3,7 +3,15 @@ import torch
 from safetensors.torch import load_file
 
 from dfcore.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from dfcore.models import build_model, classifier_names, data_config, load_backbone_state, load_classifier
+from dfcore.models import (
+    Ensemble,
+    build_model,
+    classifier_names,
+    data_config,
+    load_backbone_state,
+    load_classifier,
+    save_ensemble,
+)
 from dfcore.trainers import backbone_state
 
 
@@ -146,3 +154,38 @@ def test_imagenet_initialised_model_starts_near_chance_on_real_faces(shared_dir)
     with torch.no_grad():
         loss = torch.nn.functional.cross_entropy(model.eval()(images), labels)
     assert abs(loss.item() - 0.693) < 0.15  # with timm's own head init: 5.3
+
+
+def _classifier_checkpoint(path, *, seed, image_size=32, face_crop=None):
+    torch.manual_seed(seed)
+    model = build_model("resnet10t", image_size=image_size)
+    save_checkpoint({"kind": "classifier", "backbone": "resnet10t", "image_size": image_size, "drop_rate": 0.0,
+                     "init": "none", "epoch": seed, "face_crop": face_crop, "model": model.state_dict()}, path)
+    return model.eval()
+
+
+def test_an_ensemble_checkpoint_scores_the_mean_of_its_members_logits(tmp_path):
+    first = _classifier_checkpoint(tmp_path / "a.pt", seed=0)
+    second = _classifier_checkpoint(tmp_path / "b.pt", seed=1)
+    save_ensemble([tmp_path / "a.pt", tmp_path / "b.pt"], tmp_path / "ensemble.pt")
+    model, state = load_classifier(tmp_path / "ensemble.pt")
+    assert isinstance(model, Ensemble) and not model.training
+    assert state["image_size"] == 32 and [m["source"] for m in state["members"]] == [str(tmp_path / "a.pt"),
+                                                                                     str(tmp_path / "b.pt")]
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        expected = (first(x) + second(x)) / 2
+        assert not torch.allclose(first(x), second(x))
+        torch.testing.assert_close(model(x), expected)
+    assert data_config(model)["mean"] == data_config(first)["mean"]
+
+
+def test_ensemble_members_that_score_different_inputs_are_refused_by_name(tmp_path):
+    _classifier_checkpoint(tmp_path / "a.pt", seed=0)
+    _classifier_checkpoint(tmp_path / "b.pt", seed=1, image_size=64)
+    with pytest.raises(CheckpointError, match=r"b\.pt has image_size 64"):
+        save_ensemble([tmp_path / "a.pt", tmp_path / "b.pt"], tmp_path / "ensemble.pt")
+    _classifier_checkpoint(tmp_path / "c.pt", seed=2, face_crop={"margin": 0.3})
+    with pytest.raises(CheckpointError, match=r"c\.pt has face_crop"):
+        save_ensemble([tmp_path / "a.pt", tmp_path / "c.pt"], tmp_path / "ensemble.pt")
+    assert not (tmp_path / "ensemble.pt").exists()

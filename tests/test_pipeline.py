@@ -9,10 +9,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
 from conftest import ROOT
 from test_environment import STAGES
+
+from dfcore.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.e2e
 
@@ -57,10 +60,18 @@ def test_metrics_are_computed_from_the_stage_before(smoke_run):
     out, _ = smoke_run
     evaluation = json.loads((out / "metrics" / "05_evaluation.json").read_text())
     assert 0 <= evaluation["sets"]["test"]["raw@0.5"]["auc"] <= 1
-    assert evaluation["checkpoint"].endswith("phase2/best.pt")
+    assert evaluation["checkpoint"].endswith("checkpoints/ensemble.pt")  # the smoke profile has an ensemble member
     phase2 = json.loads((out / "metrics" / "04_phase2_finetune.json").read_text())
     phase1 = json.loads((out / "metrics" / "03_phase1_head.json").read_text())
     assert phase2["phase1_val_auc"] == pytest.approx(phase1["best_val_auc"])
+    assert phase2["study_model"] == evaluation["checkpoint"]
+    member = phase2["members"][0]
+    assert len(phase2["members"]) == 1 and member["changes"] == {"p2_init": "none", "seed": 1}
+    ensemble = load_checkpoint(out / "checkpoints" / "ensemble.pt", kind="classifier")
+    assert [m["source"] for m in ensemble["members"]] == [phase2["checkpoint"], member["checkpoint"]]
+    assert [m["init"] for m in ensemble["members"]] == ["mim", "none"]
+    first = load_checkpoint(phase2["checkpoint"], kind="classifier")["model"]
+    assert all(torch.equal(first[k], v) for k, v in ensemble["members"][0]["model"].items())
 
 
 def test_run_manifest_records_commit_versions_parameters_and_data_hashes(smoke_run):
@@ -85,7 +96,7 @@ def test_an_up_to_date_run_is_not_repeated(smoke_run):
 def test_evaluation_applies_the_stored_validation_rule_and_reports_every_set(smoke_run):
     out, _ = smoke_run
     evaluation = json.loads((out / "metrics" / "05_evaluation.json").read_text())
-    rule = json.loads((out / "checkpoints" / "phase2" / "best.decision.json").read_text())
+    rule = json.loads((out / "checkpoints" / "ensemble.decision.json").read_text())
     assert rule["fitted_on"] == "val" and rule["threshold"] == evaluation["decision_rule"]["threshold"]
     assert set(evaluation["sets"]) == {"val", "test", "demo-smoke"}  # the smoke profile's extra set
     test = evaluation["sets"]["test"]

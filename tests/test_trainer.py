@@ -323,3 +323,18 @@ def test_loader_settings_are_chosen_by_device(monkeypatch):
     monkeypatch.delenv("LOCAL_WORLD_SIZE")
     assert loader_settings(torch.device("cuda"))["num_workers"] == 8
     assert loader_settings(CPU, 2)["num_workers"] == 2  # a number given is kept
+
+
+def test_an_ensemble_member_changes_notebook_4_parameters_only_and_leaves_the_first_model_alone():
+    from dfcore.checkpoint import run_key
+    from dfcore.trainers.stages import member_params
+
+    params = {"profile": "p", "reports_root": "r", "seed": 0, "p2_epochs": 6, "p2_init": "phase1", "members": []}
+    member = member_params(params, 1, {"p2_init": "none", "seed": 1})
+    assert member == {**params, "p2_init": "none", "seed": 1, "members": [], "member": 1}
+    for bad in ({"p2_epoch": 3}, {"members": []}, {"reports_root": "elsewhere"}):
+        with pytest.raises(ValueError, match=f"sets \\['{next(iter(bad))}'\\]"):
+            member_params(params, 1, bad)
+    # adding members to a profile does not make its trained first model out of date
+    assert run_key({"params": params}) == run_key({"params": {**params, "members": [{"seed": 1}]}})
+    assert run_key({"params": params}) != run_key({"params": member})

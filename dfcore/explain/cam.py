@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -12,6 +12,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torchcam.methods import GradCAM, LayerCAM
 
 from dfcore import LABELS
+from dfcore.models import Ensemble
 
 _METHODS = {"gradcam": GradCAM, "layercam": LayerCAM}
 
@@ -54,7 +55,11 @@ def cam_target(model: torch.nn.Module, input_size: tuple[int, int] | None = None
     - MViTv2: the final ``norm`` (a stage returns a tuple, not a tensor torchcam can hook); the grid
       is the last stage's feature size, input / 32.
     - anything else (CNNs): the last feature stage timm reports.
+    - an `Ensemble`: its first member's layer, so the maps explain that member's share of the mean logit.
     """
+    if isinstance(model, Ensemble):
+        target = cam_target(model.members[0], input_size)
+        return replace(target, layer=f"members.0.{target.layer}")
     if isinstance(model, VisionTransformer):
         embed = model.patch_embed
         grid = (embed.dynamic_feat_size(tuple(input_size)) if getattr(model, "dynamic_img_size", False) and input_size
@@ -67,6 +72,8 @@ def cam_target(model: torch.nn.Module, input_size: tuple[int, int] | None = None
 
 def cam_grid(model: torch.nn.Module, input_size) -> tuple[int, int]:
     """Returns the rows x columns of the map a CAM of ``model`` gives for ``input_size`` (before upsampling)."""
+    if isinstance(model, Ensemble):
+        return cam_grid(model.members[0], input_size)
     target = cam_target(model, input_size)
     if target.grid is not None:
         return target.grid

@@ -8,7 +8,7 @@ import timm
 import torch
 from timm.data import resolve_data_config
 
-from dfcore.checkpoint import CheckpointError, load_checkpoint
+from dfcore.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 
 def build_model(
@@ -83,9 +83,61 @@ def data_config(model) -> dict:
     return resolve_data_config({}, model=model)
 
 
-def load_classifier(path, *, device="cpu") -> tuple[torch.nn.Module, dict]:
-    """Returns the classifier saved in checkpoint ``path`` (built from its own backbone name and size) and the checkpoint."""
-    state = load_checkpoint(path, kind="classifier")
+class Ensemble(torch.nn.Module):
+    """Several classifiers scored as one: the mean of their logits (a deep ensemble, Lakshminarayanan et al. 2017).
+
+    Written here because timm has no inference-time ensemble of separately trained models. The members take
+    the same input size and normalisation (`load_classifier` checks); timm's data config comes from the first
+    member, and so do the CAMs (`dfcore.explain.cam_target`).
+    """
+
+    def __init__(self, members: list[torch.nn.Module]):
+        super().__init__()
+        self.members = torch.nn.ModuleList(members)
+        self.pretrained_cfg = members[0].pretrained_cfg  # what `data_config` reads
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([member(x) for member in self.members]).mean(0)
+
+
+_MEMBER_KEYS = ("backbone", "image_size", "drop_rate", "init", "epoch", "best_metric")
+
+
+def _classifier(state: dict) -> torch.nn.Module:
     model = build_model(state["backbone"], image_size=state.get("image_size"), drop_rate=state.get("drop_rate", 0.0))
     model.load_state_dict(state["model"])
+    return model
+
+
+def load_classifier(path, *, device="cpu") -> tuple[torch.nn.Module, dict]:
+    """Returns the classifier saved in checkpoint ``path`` (built from its own backbone name and size) and the checkpoint.
+
+    An ensemble checkpoint (`save_ensemble`) gives an `Ensemble` of its members.
+    """
+    state = load_checkpoint(path, kind="classifier")
+    model = Ensemble([_classifier(m) for m in state["members"]]) if "members" in state else _classifier(state)
     return model.to(device).eval(), state
+
+
+def save_ensemble(checkpoints: list, path) -> Path:
+    """Returns ``path`` after writing the phase-2 ``checkpoints`` there as one ensemble checkpoint.
+
+    The members' weights are copied (prediction needs the one file); they must share the input size and the
+    face-crop settings, else a `CheckpointError` names the member that differs.
+    """
+    states = [load_checkpoint(c, kind="classifier") for c in checkpoints]
+    first = states[0]
+    for source, state in zip(checkpoints[1:], states[1:]):
+        for key in ("image_size", "face_crop"):
+            if state.get(key) != first.get(key):
+                raise CheckpointError(f"{source} has {key} {state.get(key)}, but {checkpoints[0]} has {first.get(key)}: "
+                                      "the members of an ensemble score the same input. Give them the same value.")
+    cfgs = {str({k: v for k, v in data_config(_classifier(s)).items() if k in ("mean", "std")}) for s in states}
+    if len(cfgs) > 1:
+        raise CheckpointError(f"The ensemble members {[str(c) for c in checkpoints]} normalise their input differently "
+                              f"({sorted(cfgs)}): use backbones with the same normalisation.")
+    members = [{**{k: s.get(k) for k in _MEMBER_KEYS}, "model": s["model"], "source": str(c)}
+               for c, s in zip(checkpoints, states)]
+    return save_checkpoint({"kind": "classifier", "backbone": " + ".join(m["backbone"] for m in members),
+                            "image_size": first["image_size"], "face_crop": first.get("face_crop"),
+                            "members": members}, path)

@@ -61,8 +61,23 @@ class StageOutputs:
 
     @property
     def phase2_best(self) -> Path:
-        """The study's model: notebook 04 writes it, notebook 05 fits its decision rule, 06 and predict use it."""
+        """Phase 2's model (its first ensemble member when notebook 04 trains several)."""
         return self.phase2_dir / "best.pt"
+
+    def member_dir(self, member: int) -> Path:
+        """Where phase 2 trains ensemble member ``member`` (0 is the phase-2 model itself)."""
+        return self.phase2_dir if member == 0 else self.root / "checkpoints" / f"phase2-member{member}"
+
+    @property
+    def ensemble(self) -> Path:
+        """Notebook 04's ensemble of its phase-2 members, when it trains more than one."""
+        return self.root / "checkpoints" / "ensemble.pt"
+
+    @property
+    def study_model(self) -> Path:
+        """The study's model: the ensemble when notebook 04 wrote one, else phase 2's best checkpoint. Notebook 05
+        fits its decision rule; 06 and predict use it."""
+        return self.ensemble if self.ensemble.is_file() else self.phase2_best
 
     def predictions(self, name: str) -> Path:
         """Notebook 05's per-image predictions of one scored set (06 reads ``test``)."""

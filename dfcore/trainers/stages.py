@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,8 +30,9 @@ from dfcore.datasets import (
     training_rows,
 )
 from dfcore.distributed import context
+from dfcore.evaluation.decision import decision_path
 from dfcore.evaluation.sets import load_eval_set
-from dfcore.models import build_model, data_config, load_classifier
+from dfcore.models import build_model, data_config, load_classifier, save_ensemble
 from dfcore.reporting import stage_outputs
 from dfcore.runtime import amp_dtype, loader_settings, resolve_device, seed_everything
 from dfcore.trainers.classifier import (
@@ -198,8 +200,13 @@ def run_phase(stage: str, params: dict) -> StageRun:
         info = {"backbone": p["backbone"], "init": p["init"]}
     else:
         model, phase1 = load_classifier(out.phase1_best, device=dev)
-        unfreeze_last(model, p["trainable_blocks"])
         meta = {k: phase1[k] for k in ("backbone", "image_size", "drop_rate", "init", "face_crop")}
+        if p["p2_init"] == "none":  # an ensemble member trained from nothing: phase 1's backbone, not its weights
+            model = build_model(meta["backbone"], image_size=meta["image_size"], drop_rate=meta["drop_rate"]).to(dev)
+            meta["init"] = "none"
+        elif p["p2_init"] != "phase1":
+            raise ValueError(f"p2_init must be 'phase1' or 'none', got {p['p2_init']!r}")
+        unfreeze_last(model, p["trainable_blocks"])
         info = {"backbone": phase1["backbone"], "phase1_val_auc": float(phase1["best_metric"]),
                 "phase1_epoch": int(phase1["epoch"])}
     image_size, cfg = meta["image_size"], data_config(model)
@@ -227,7 +234,7 @@ def run_phase(stage: str, params: dict) -> StageRun:
     else:
         optimizer = build_optimizer(model, lr_head=p["p2_lr_head"], lr_backbone=p["p2_lr_backbone"],
                                     weight_decay=p["weight_decay"], layer_decay=p["layer_decay"])
-        epochs, grad_clip, out_dir = p["p2_epochs"], p["grad_clip"], out.phase2_dir
+        epochs, grad_clip, out_dir = p["p2_epochs"], p["grad_clip"], out.member_dir(p.get("member", 0))
     history = fit(model, loaders["train"], loaders["val"], optimizer=optimizer, epochs=epochs,
                   warmup_epochs=p["warmup_epochs"], out_dir=out_dir, device=dev, dtype=dtype, patience=p["patience"],
                   grad_clip=grad_clip, accum_steps=p["accum_steps"], seed=p["seed"], resume=p["resume"],
@@ -235,6 +242,20 @@ def run_phase(stage: str, params: dict) -> StageRun:
                   meta={**meta, "params": params, "data_sha256": manifests_sha256(manifests)})
     info["trainable_parameters"] = trainable
     return StageRun(history, model, info, fake_share)
+
+
+def member_params(params: dict, member: int, overrides: dict) -> dict:
+    """Returns notebook 04's parameters for ensemble member ``member`` (1, 2, ...): ``params`` with ``overrides``.
+
+    An override must name a notebook-04 parameter (a `ValueError` names one that does not); ``members`` and
+    ``member`` are the ensemble's own and cannot be overridden.
+    """
+    unknown = sorted(set(overrides) - set(params) | set(overrides) & {"members", "member", "profile", "reports_root"})
+    if unknown:
+        raise ValueError(f"Ensemble member {member} sets {unknown}: a member may set notebook 04's training "
+                         "parameters only (p2_epochs, p2_init, seed, layer_decay, ...). Fix 'members' in the "
+                         "profile's 04_phase2_finetune.yaml.")
+    return {**params, **overrides, "members": [], "member": member}
 
 
 def run_stage(stage: str, params: dict) -> StageRun:
@@ -246,7 +267,8 @@ def launch_torchrun(stage: str, params: dict, *, nproc_per_node: int, nnodes: in
                     rdzv_endpoint: str = "") -> StageRun:
     """Runs ``stage`` under ``torchrun`` (DDP, ``nproc_per_node`` processes on each of ``nnodes`` nodes) with the
     same parameters, streaming its log; returns the run as read back from the files it wrote."""
-    params_file = _outputs(params).root / "params" / f"{stage}.torchrun.yaml"
+    member = f".member{params['member']}" if params.get("member") else ""
+    params_file = _outputs(params).root / "params" / f"{stage}{member}.torchrun.yaml"
     params_file.parent.mkdir(parents=True, exist_ok=True)
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
     where = (["--nnodes", str(nnodes), "--node_rank", str(node_rank), "--rdzv_backend", "c10d",
@@ -276,7 +298,7 @@ def read_run(stage: str, params: dict) -> StageRun:
     manifests, _ = load_manifests(out.manifests)
     _, _, fake_share = class_weights(training_rows(manifests["train"], params["train_fakes"])["label"],
                                      params["balance"])
-    folder = out.phase1_dir if stage == "03_phase1_head" else out.phase2_dir
+    folder = out.phase1_dir if stage == "03_phase1_head" else out.member_dir(params.get("member", 0))
     model, state = load_classifier(folder / "best.pt")
     if stage == "03_phase1_head":
         freeze_backbone(model)
@@ -297,3 +319,27 @@ def train(stage: str, params: dict, *, nproc_per_node: int = 1, nnodes: int = 1,
         return launch_torchrun(stage, params, nproc_per_node=nproc_per_node, nnodes=nnodes, node_rank=node_rank,
                                rdzv_endpoint=rdzv_endpoint)
     return run_stage(stage, params)
+
+
+def train_phase2(params: dict, **launch) -> list[StageRun]:
+    """Returns the runs of notebook 04: its phase-2 model, then each ensemble member of ``members``, in order.
+
+    ``launch`` goes to `train` (torchrun settings). With members, their best checkpoints are written as one
+    ensemble (`StageOutputs.ensemble`, scored by notebook 05 as the mean of the members' logits); without, an
+    ensemble left by an earlier run is moved aside, so that notebook 05 scores the phase-2 model.
+    """
+    out = _outputs(params)
+    runs = [train("04_phase2_finetune", params, **launch)]
+    for member, overrides in enumerate(params["members"], 1):
+        print(f"ensemble member {member}: {overrides}")
+        runs.append(train("04_phase2_finetune", member_params(params, member, overrides), **launch))
+    if params["members"]:
+        save_ensemble([out.member_dir(member) / "best.pt" for member in range(len(runs))], out.ensemble)
+    elif out.ensemble.exists():
+        aside = out.ensemble.with_name(f"ensemble.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+        aside.mkdir()
+        for path in (out.ensemble, decision_path(out.ensemble)):
+            if path.exists():
+                path.rename(aside / path.name)
+        print(f"No ensemble members: the earlier ensemble was kept aside in {aside}; notebook 05 scores phase 2's model.")
+    return runs
