@@ -107,7 +107,7 @@ INPUT ?=
 PREDICT_ARGS ?=
 predict: $(STAMP) ## score images, folders or videos with a trained profile: make predict INPUT="a.jpg b.mp4" [PROFILE=] [PREDICT_ARGS="--cam --out DIR"]
 	@test -n "$(INPUT)" || { echo 'Give the inputs: make predict INPUT="photo.jpg videos/" PROFILE=$(PROFILE)' >&2; exit 2; }
-	$(PY) -m dfcore predict $(INPUT) --checkpoint $(OUT)/checkpoints/phase2/best.pt $(PREDICT_ARGS)
+	$(PY) -m dfcore predict $(INPUT) --checkpoint $(OUT) $(PREDICT_ARGS)
 
 lab: $(STAMP) ## open JupyterLab on the notebooks
 	$(VENV)/bin/jupyter lab notebooks

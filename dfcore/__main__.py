@@ -25,7 +25,9 @@ def _parser() -> argparse.ArgumentParser:
                     "temperature and decided at its validation threshold. JSON Lines on stdout, a summary on "
                     "stderr; exit 1 when any input could not be scored, 2 when nothing could be.")
     p.add_argument("paths", nargs="+", help="images, videos (mp4/avi/mov/mkv/webm/m4v) or folders")
-    p.add_argument("--checkpoint", required=True, help="reports/<profile>/checkpoints/phase2/best.pt")
+    p.add_argument("--checkpoint", required=True,
+                   help="a study's reports folder, reports/<profile> (its model: the ensemble when notebook 04 trained "
+                        "one, else checkpoints/phase2/best.pt), or a checkpoint file")
     p.add_argument("--out", help=f"folder for {PREDICTIONS}, Grad-CAM overlays and video timelines")
     p.add_argument("--frames", type=int, default=32, help="frames sampled evenly from each video (default 32)")
     p.add_argument("--cam", action="store_true", help="write Grad-CAM overlays (the most suspicious faces/frames)")

@@ -27,6 +27,7 @@ from dfcore.evaluation.groups import confident_mean
 from dfcore.evaluation.predict import model_logits
 from dfcore.explain import cam_maps
 from dfcore.models import data_config, load_classifier
+from dfcore.reporting.outputs import StageOutputs
 from dfcore.runtime import resolve_device
 
 AGGREGATIONS = ("confident", "mean")
@@ -74,9 +75,12 @@ class Predictor:
     @classmethod
     def load(cls, checkpoint, *, device: str = "auto", threshold: float | None = None, detect: bool = True,
              frames: int = 32, aggregate: str = "confident") -> "Predictor":
-        """Returns the predictor of a phase-2 ``checkpoint``; a `CheckpointError` naming the file and the fix when
-        it is missing, not dfcore's (or a pickle that would run code), or has no decision rule."""
+        """Returns the predictor of a phase-2 or ensemble ``checkpoint``, or of a study's reports folder (its
+        `StageOutputs.study_model`); a `CheckpointError` naming the file and the fix when it is missing, not dfcore's
+        (or a pickle that would run code), or has no decision rule."""
         checkpoint = Path(checkpoint)
+        if checkpoint.is_dir():
+            checkpoint = StageOutputs(checkpoint).study_model
         if aggregate not in AGGREGATIONS:
             raise ValueError(f"aggregate must be one of {AGGREGATIONS}, got {aggregate!r}")
         if threshold is not None and not 0 <= threshold <= 1:

@@ -12,12 +12,12 @@ from PIL import Image
 
 from dfcore import LABELS
 from dfcore.__main__ import main
-from dfcore.checkpoint import save_checkpoint
+from dfcore.checkpoint import load_checkpoint, save_checkpoint
 from dfcore.datasets import CropSettings
 from dfcore.evaluation.decision import DecisionRule, save_decision_rule
 from dfcore.evaluation.groups import confident_mean
 from dfcore.inference import Predictor, predict
-from dfcore.models import build_model
+from dfcore.models import build_model, save_ensemble
 from conftest import ROOT, face_photo, write_video
 
 CROP = CropSettings(frames_per_video=4, size=64, min_face=30)
@@ -197,3 +197,23 @@ def test_overwrite_replaces_the_old_run_only_once_the_checkpoint_loads(checkpoin
     assert main(["predict", str(inputs / "face.jpg"), "--checkpoint", str(checkpoint), "--out", str(out),
                  "--overwrite"]) == 0
     assert not (out / "cams").exists() and len((out / "predictions.jsonl").read_text().splitlines()) == 1
+
+
+def test_a_study_folder_is_scored_with_its_ensemble_when_it_has_one(checkpoint, inputs, tmp_path):
+    study = tmp_path / "reports" / "p"
+    (study / "checkpoints" / "phase2").mkdir(parents=True)
+    single = study / "checkpoints" / "phase2" / "best.pt"
+    single.write_bytes(checkpoint.read_bytes())
+    save_decision_rule(DecisionRule(temperature=2.0, threshold=0.5, rule="eer", fitted_on="val"), single)
+    assert Predictor.load(study).checkpoint == single
+    torch.manual_seed(1)
+    other = tmp_path / "other.pt"
+    save_checkpoint({**load_checkpoint(checkpoint), "model": build_model("resnet10t", image_size=32).state_dict()},
+                    other)
+    ensemble = save_ensemble([single, other], study / "checkpoints" / "ensemble.pt")
+    save_decision_rule(DecisionRule(temperature=1.0, threshold=0.5, rule="eer", fitted_on="val"), ensemble)
+    predictor = Predictor.load(study)
+    assert predictor.checkpoint == ensemble and predictor.backbone == "resnet10t + resnet10t"
+    record = predictor(inputs / "face.jpg")[0]
+    assert record["decision"] in ("REAL", "FAKE") and record["prob_fake"] != Predictor.load(single)(
+        inputs / "face.jpg")[0]["prob_fake"]
