@@ -160,6 +160,7 @@ def bench_mim_init(profile: str = "demo", data_dir: str = "", out="reports/bench
     differs (``mim`` or ``none``). The random arm skips notebook 02 and spends its budget in phase 2 instead:
     ``mim_epochs`` more epochs (an MIM epoch passes the same training images through the same encoder, forward
     and backward), and without layer-wise LR decay (``layer_decay`` 1), which only protects pretrained layers.
+    Ensemble members (notebook 04's ``members``) are the same in both arms; the AUCs are then the ensemble's.
     Each arm's reports land under ``out/mim_vs_random/<data>-<profile>/<init>/``, with each stage's wall time.
     Long: two full trainings.
     """

@@ -10,4 +10,5 @@ from dfcore.models.factory import (
     save_ensemble,
 )
 
-__all__ = ["Ensemble", "build_model", "classifier_names", "data_config", "load_backbone_state", "load_classifier", "save_ensemble"]
+__all__ = ["Ensemble", "build_model", "classifier_names", "data_config", "load_backbone_state", "load_classifier",
+           "save_ensemble"]

@@ -87,7 +87,7 @@ class Ensemble(torch.nn.Module):
     """Several classifiers scored as one: the mean of their logits (a deep ensemble, Lakshminarayanan et al. 2017).
 
     Written here because timm has no inference-time ensemble of separately trained models. The members take
-    the same input size and normalisation (`load_classifier` checks); timm's data config comes from the first
+    the same input size and normalisation (`save_ensemble` checks); timm's data config comes from the first
     member, and so do the CAMs (`dfcore.explain.cam_target`).
     """
 

@@ -247,10 +247,10 @@ def run_phase(stage: str, params: dict) -> StageRun:
 def member_params(params: dict, member: int, overrides: dict) -> dict:
     """Returns notebook 04's parameters for ensemble member ``member`` (1, 2, ...): ``params`` with ``overrides``.
 
-    An override must name a notebook-04 parameter (a `ValueError` names one that does not); ``members`` and
-    ``member`` are the ensemble's own and cannot be overridden.
+    An override must name a notebook-04 parameter (a `ValueError` names one that does not); ``members``,
+    ``member`` and where the run writes (``profile``, ``reports_root``) cannot be overridden.
     """
-    unknown = sorted(set(overrides) - set(params) | set(overrides) & {"members", "member", "profile", "reports_root"})
+    unknown = sorted((set(overrides) - set(params)) | (set(overrides) & {"members", "member", "profile", "reports_root"}))
     if unknown:
         raise ValueError(f"Ensemble member {member} sets {unknown}: a member may set notebook 04's training "
                          "parameters only (p2_epochs, p2_init, seed, layer_decay, ...). Fix 'members' in the "
