@@ -167,8 +167,6 @@ def bench_mim_init(profile: str = "demo", data_dir: str = "", out="reports/bench
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     name = f"{Path(data_dir).name or 'profile-data'}-{profile}"
     results = {"profile": profile, "data": str(data_dir) or "the profile's data_dir"}
     mim_epochs = stage_parameters("02_mim_pretrain", profile, defaults=True)["mim_epochs"]
@@ -202,27 +200,41 @@ def bench_mim_init(profile: str = "demo", data_dir: str = "", out="reports/bench
                          "phase1_best_val_auc": read_metrics(metrics / "03_phase1_head.json")["best_val_auc"],
                          "phase2_best_val_auc": phase2["best_val_auc"],
                          "phase2_val_auc_per_epoch": [row["val_auc"] for row in phase2["history"]],
+                         "ensemble_members": len(phase2.get("members", [])),  # beside the phase-2 model
                          "p2_epochs": p2_epochs if init == "mim" else p2_epochs + mim_epochs,
                          "seconds": seconds, "minutes_total": sum(seconds.values()) / 60,
                          "reports": str(reports_root / profile)}
     results["mim_minus_random_test_auc"] = results["mim"]["test_auc"] - results["none"]["test_auc"]
+    draw_mim_vs_random(results, mim_epochs, Path(out) / f"mim_vs_random-{name}.png")
+    return results
+
+
+def draw_mim_vs_random(results: dict, mim_epochs: int, path) -> Path:
+    """Returns ``path`` after drawing `bench_mim_init`'s ``results`` there: each arm's phase-2 validation AUC per
+    encoder epoch spent, and the validation and test AUC of the model notebook 05 scored (an ensemble's, when
+    notebook 04 has members)."""
+    import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for init, label in (("mim", f"MIM ({mim_epochs} epochs) + fine-tuning"), ("none", "random init, longer fine-tuning")):
         curve = results[init]["phase2_val_auc_per_epoch"]
         offset = mim_epochs if init == "mim" else 0  # x: encoder epochs spent, pretraining included
         axes[0].plot(range(offset + 1, offset + len(curve) + 1), curve, "o-", label=label)
-    axes[0].set(xlabel="encoder epochs spent (MIM + phase 2)", ylabel="validation AUC", title="phase 2, per epoch")
+    members = results["mim"].get("ensemble_members", 0)
+    axes[0].set(xlabel="encoder epochs spent (MIM + phase 2)", ylabel="validation AUC",
+                title="phase 2 (the first model), per epoch" if members else "phase 2, per epoch")
     axes[0].legend(fontsize=8)
     bars = [(f"{init} {split}", results[init][f"{split}_auc"]) for init in ("mim", "none") for split in ("val", "test")]
     axes[1].bar([b[0] for b in bars], [b[1] for b in bars], color=["C0", "C0", "C1", "C1"])
-    axes[1].set(ylim=(0.4, 1.0), title="best checkpoint (picked on validation)", ylabel="AUC")
+    axes[1].set(ylim=(0.4, 1.0), ylabel="AUC", title=f"ensemble of {members + 1} models (notebook 05)" if members
+                else "best checkpoint (picked on validation)")
     for i, (_, v) in enumerate(bars):
         axes[1].text(i, v + 0.01, f"{v:.3f}", ha="center", fontsize=8)
-    fig.suptitle(f"MIM against random initialisation, same budget: {profile} on {results['data']}")
+    fig.suptitle(f"MIM against random initialisation, same budget: {results['profile']} on {results['data']}")
     fig.tight_layout()
-    fig.savefig(Path(out) / f"mim_vs_random-{name}.png", dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
-    return results
+    return Path(path)
 
 
 def bench_crop_matching(profile: str, reports_root="reports", out="reports/bench") -> dict:

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from dfcore.bench import _RecipeDataset
@@ -24,3 +25,16 @@ def test_recipe_baseline_does_the_trainers_augmentation_work_on_pil_decoded_imag
     assert {"ColorJitter", "OneOf", "GaussNoise"} <= set(steps)  # not only resize and flip
     image, label = recipe[0]
     assert image.shape == (3, 24, 24) and image.dtype == torch.float32 and label == int(frame["label"].iloc[0])
+
+
+@pytest.mark.parametrize("members", [0, 1])
+def test_the_mim_against_random_figure_is_drawn_with_and_without_ensemble_members(tmp_path, members):
+    import numpy as np
+    from PIL import Image
+
+    from dfcore.bench import draw_mim_vs_random
+
+    arm = {"phase2_val_auc_per_epoch": [0.6, 0.7, 0.75], "val_auc": 0.8, "test_auc": 0.78, "ensemble_members": members}
+    results = {"profile": "p", "data": "d", "mim": arm, "none": {**arm, "phase2_val_auc_per_epoch": [0.6] * 5}}
+    path = draw_mim_vs_random(results, 2, tmp_path / "figure.png")
+    assert np.asarray(Image.open(path).convert("L"), dtype=float).std() > 10
