@@ -156,10 +156,10 @@ def test_imagenet_initialised_model_starts_near_chance_on_real_faces(shared_dir)
     assert abs(loss.item() - 0.693) < 0.15  # with timm's own head init: 5.3
 
 
-def _classifier_checkpoint(path, *, seed, image_size=32, face_crop=None):
+def _classifier_checkpoint(path, *, seed, image_size=32, face_crop=None, name="resnet10t"):
     torch.manual_seed(seed)
-    model = build_model("resnet10t", image_size=image_size)
-    save_checkpoint({"kind": "classifier", "backbone": "resnet10t", "image_size": image_size, "drop_rate": 0.0,
+    model = build_model(name, image_size=image_size)
+    save_checkpoint({"kind": "classifier", "backbone": name, "image_size": image_size, "drop_rate": 0.0,
                      "init": "none", "epoch": seed, "face_crop": face_crop, "model": model.state_dict()}, path)
     return model.eval()
 
@@ -188,4 +188,7 @@ def test_ensemble_members_that_score_different_inputs_are_refused_by_name(tmp_pa
     _classifier_checkpoint(tmp_path / "c.pt", seed=2, face_crop={"margin": 0.3})
     with pytest.raises(CheckpointError, match=r"c\.pt has face_crop"):
         save_ensemble([tmp_path / "a.pt", tmp_path / "c.pt"], tmp_path / "ensemble.pt")
+    _classifier_checkpoint(tmp_path / "v.pt", seed=3, name="vit_tiny_patch16_224")  # mean and std 0.5
+    with pytest.raises(CheckpointError, match=r"v\.pt'\] normalise their input differently"):
+        save_ensemble([tmp_path / "a.pt", tmp_path / "v.pt"], tmp_path / "ensemble.pt")
     assert not (tmp_path / "ensemble.pt").exists()
