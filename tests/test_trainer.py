@@ -338,3 +338,20 @@ def test_an_ensemble_member_changes_notebook_4_parameters_only_and_leaves_the_fi
     # adding members to a profile does not make its trained first model out of date
     assert run_key({"params": params}) == run_key({"params": {**params, "members": [{"seed": 1}]}})
     assert run_key({"params": params}) != run_key({"params": member})
+
+
+def test_without_members_an_earlier_ensemble_is_kept_aside_and_the_phase_2_model_scored(tmp_path, monkeypatch):
+    from dfcore.reporting import stage_outputs
+    from dfcore.trainers import stages
+
+    monkeypatch.setattr(stages, "train", lambda stage, params, **launch: params)  # the training itself is not the test
+    out = stage_outputs(tmp_path / "p")
+    out.ensemble.parent.mkdir(parents=True)
+    out.ensemble.write_bytes(b"an earlier ensemble")
+    (out.ensemble.parent / "ensemble.decision.json").write_text("{}")
+    params = {"reports_root": str(tmp_path), "profile": "p", "members": []}
+    assert stages.train_phase2(params) == [params]
+    assert out.study_model == out.phase2_best
+    aside = list(out.ensemble.parent.glob("ensemble.replaced-*"))
+    assert len(aside) == 1 and sorted(p.name for p in aside[0].iterdir()) == ["ensemble.decision.json", "ensemble.pt"]
+    assert (aside[0] / "ensemble.pt").read_bytes() == b"an earlier ensemble"
