@@ -164,9 +164,6 @@ def bench_mim_init(profile: str = "demo", data_dir: str = "", out="reports/bench
     Each arm's reports land under ``out/mim_vs_random/<data>-<profile>/<init>/``, with each stage's wall time.
     Long: two full trainings.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
     name = f"{Path(data_dir).name or 'profile-data'}-{profile}"
     results = {"profile": profile, "data": str(data_dir) or "the profile's data_dir"}
     mim_epochs = stage_parameters("02_mim_pretrain", profile, defaults=True)["mim_epochs"]
@@ -213,6 +210,9 @@ def draw_mim_vs_random(results: dict, mim_epochs: int, path) -> Path:
     """Returns ``path`` after drawing `bench_mim_init`'s ``results`` there: each arm's phase-2 validation AUC per
     encoder epoch spent, and the validation and test AUC of the model notebook 05 scored (an ensemble's, when
     notebook 04 has members)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))

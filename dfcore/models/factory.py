@@ -132,7 +132,7 @@ def save_ensemble(checkpoints: list, path) -> Path:
             if state.get(key) != first.get(key):
                 raise CheckpointError(f"{source} has {key} {state.get(key)}, but {checkpoints[0]} has {first.get(key)}: "
                                       "the members of an ensemble score the same input. Give them the same value.")
-    cfgs = {(timm.get_pretrained_cfg(s["backbone"]).mean, timm.get_pretrained_cfg(s["backbone"]).std) for s in states}
+    cfgs = {(cfg.mean, cfg.std) for cfg in map(timm.get_pretrained_cfg, {s["backbone"] for s in states})}
     if len(cfgs) > 1:
         raise CheckpointError(f"The ensemble members {[str(c) for c in checkpoints]} normalise their input differently "
                               f"({sorted(cfgs)}): use backbones with the same normalisation.")
