@@ -82,6 +82,13 @@ def run_key(meta: dict) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def aside_path(path) -> Path:
+    """Returns where an earlier result at ``path`` is kept aside: ``<name>.replaced-<time>`` beside it
+    (a file's name without its suffix), the one naming of everything this package moves out of the way."""
+    path = Path(path)
+    return path.with_name(f"{path.stem if path.is_file() else path.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
 def resumable_state(out_dir, meta: dict, *, resume: bool, kind: str) -> dict | None:
     """Returns the ``last.pt`` state of an interrupted run to continue from, or None to start fresh.
 
@@ -107,7 +114,7 @@ def resumable_state(out_dir, meta: dict, *, resume: bool, kind: str) -> dict | N
         return state
     barrier()  # every rank decided the same from the same file; one of them moves it
     if context().main:
-        aside = out_dir.with_name(f"{out_dir.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+        aside = aside_path(out_dir)
         out_dir.rename(aside)
         out_dir.mkdir(parents=True)
         why = "resume is off" if not resume else "it was made with other parameters or data"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import pandas as pd
 import torch
 import yaml
 
-from dfcore.checkpoint import load_checkpoint
+from dfcore.checkpoint import aside_path, load_checkpoint
 from dfcore.datasets import (
     BlendedDataset,
     BlendSettings,
@@ -336,7 +335,7 @@ def train_phase2(params: dict, **launch) -> list[StageRun]:
     if params["members"]:
         save_ensemble([out.member_dir(member) / "best.pt" for member in range(len(runs))], out.ensemble)
     elif out.ensemble.exists():
-        aside = out.ensemble.with_name(f"ensemble.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+        aside = aside_path(out.ensemble)
         aside.mkdir()
         for path in (out.ensemble, decision_path(out.ensemble)):
             if path.exists():
