@@ -77,10 +77,12 @@ def _history(folder):
 
 def test_two_gloo_processes_reach_the_validation_auc_of_one(params_for):
     one, one_dir = params_for("one")
-    two, two_dir = params_for("two", nproc_per_node=2)
+    two, two_dir = params_for("two", nproc_per_node=2, decode_cache=True)  # same pixels, decoded once by one process
     _train(one, 1)
     log = _train(two, 2)
     assert "2 process(es)" in log
+    assert sorted(p.name.split("-")[0] + p.suffix for p in (two.parent / "smoke" / "cache").iterdir()) == [
+        "train.json", "train.u8", "val.json", "val.u8"]
     single, ddp = _history(one_dir), _history(two_dir)
     assert len(single) == len(ddp) == 4
     assert single["val_auc"].iloc[-1] > 0.8  # the signal is learnt
@@ -105,9 +107,10 @@ def test_mim_pretraining_runs_in_the_same_loop_under_two_gloo_processes(params_f
     import torch
 
     one, one_dir = params_for("mim-one", stage="02_mim_pretrain")
-    two, two_dir = params_for("mim-two", stage="02_mim_pretrain", nproc_per_node=2)
+    two, two_dir = params_for("mim-two", stage="02_mim_pretrain", nproc_per_node=2, decode_cache=True)
     _train(one, 1, stage="02_mim_pretrain")
     assert "2 process(es)" in _train(two, 2, stage="02_mim_pretrain")
+    assert len(list((two.parent / "smoke" / "cache").glob("mim-*.u8"))) == 1  # decoded once, for both processes
     single, ddp = _history(one_dir), _history(two_dir)
     assert len(single) == len(ddp) == 2
     assert ddp["train_loss"].iloc[-1] < ddp["train_loss"].iloc[0]  # the encoder learns under DDP

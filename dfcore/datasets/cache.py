@@ -52,30 +52,38 @@ class DecodeCache:
               progress: bool = True) -> "DecodeCache":
         """Returns the cache of ``manifest``'s images under ``cache_dir``, decoding them once if it is not there yet.
 
-        ``name`` (a split, say) prefixes the file; other files with that prefix are stale and removed.
+        ``name`` (a split, say) prefixes the file; other files with that prefix are stale and removed. Under
+        DDP the main process decodes and the others wait, then map its file (all of them writing one file would race).
         """
+        from dfcore.distributed import barrier, context
+
+        key = cache_key(manifest, image_size)
+        cache = cls(Path(cache_dir) / f"{name}-{key[:20]}.u8", len(manifest), image_size)
+        if context().main:
+            cache._fill(manifest, root, name, key, progress)
+        barrier()
+        return cache
+
+    def _fill(self, manifest: pd.DataFrame, root, name: str, key: str, progress: bool) -> None:
+        """Decodes ``manifest``'s images into this cache's file, unless a complete one with ``key`` is there; removes
+        the other files of ``name``."""
         from tqdm import tqdm
 
         from dfcore.datasets.dataset import read_rgb
 
-        cache_dir = Path(cache_dir)
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        key = cache_key(manifest, image_size)
-        path = cache_dir / f"{name}-{key[:20]}.u8"
-        cache = cls(path, len(manifest), image_size)
-        stamp = path.with_suffix(".json")
+        path, stamp = self.path, self.path.with_suffix(".json")
         if path.is_file() and stamp.is_file() and json.loads(stamp.read_text()).get("key") == key:
-            return cache
-        for stale in cache_dir.glob(f"{name}-*"):
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in path.parent.glob(f"{name}-*"):
             stale.unlink()
-        resize = A.Resize(image_size, image_size)
+        resize = A.Resize(self.shape[1], self.shape[2])
         partial = path.with_suffix(".partial")
-        array = np.memmap(partial, dtype=np.uint8, mode="w+", shape=cache.shape)
+        array = np.memmap(partial, dtype=np.uint8, mode="w+", shape=self.shape)
         rows = tqdm(manifest["path"], desc=f"decoding {name} once", unit="image", mininterval=10, disable=not progress)
         for i, rel in enumerate(rows):
             array[i] = resize(image=read_rgb(Path(root) / rel))["image"]
         array.flush()
         del array
         partial.replace(path)  # a crash while decoding leaves no half-filled cache behind
-        stamp.write_text(json.dumps({"key": key, "count": len(manifest), "image_size": image_size}))
-        return cache
+        stamp.write_text(json.dumps({"key": key, "count": len(manifest), "image_size": self.shape[1]}))

@@ -148,9 +148,10 @@ def run_mim(params: dict) -> StageRun:
     mim = build_mim_model(p)
     cfg = data_config(mim.encoder)
     images, counts = mim_images(p)
-    loader = split_loader({"train": images}, Path("/"), "train", image_size=p["image_size"], mean=cfg["mean"],
+    loader = split_loader({"mim": images}, Path("/"), "mim", image_size=p["image_size"], mean=cfg["mean"],
                           std=cfg["std"], batch_size=micro_batch(p["mim_batch_size"], p["accum_steps"]), train=True,
-                          augment="flip", seed=p["seed"], **loader_settings(dev, p["num_workers"]))
+                          augment="flip", seed=p["seed"], cache_dir=out.root / "cache" if p["decode_cache"] else None,
+                          **loader_settings(dev, p["num_workers"]))
     val = split_loader(manifests, data_root, "val", image_size=p["image_size"], mean=cfg["mean"], std=cfg["std"],
                        batch_size=p["recon_images"], seed=p["seed"]).dataset
     watch = torch.stack([val[i][0] for i in np.linspace(0, len(val) - 1, p["recon_images"]).astype(int)])
