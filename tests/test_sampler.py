@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from dfcore.datasets.dataset import GroupedRandomSampler, make_loader
+from dfcore.datasets.dataset import GroupedRandomSampler, make_loader, split_loader
+from dfcore.trainers.loop import reseed_epoch
 
 
 def _draw(groups, seed=0, run=4):
@@ -59,3 +60,34 @@ def test_loader_batches_hold_whole_pairs_and_refuse_weighted_drawing():
         assert sorted((batch // 2).tolist()) == sorted(2 * sorted(set((batch // 2).tolist())))  # pairs whole
     with pytest.raises(ValueError, match="group_batches"):
         make_loader(_Frame(32), batch_size=8, train=True, group_batches=True, balance=True)
+
+
+def _same_face_loader(tmp_path, group_batches):
+    """A loader over 16 rows of one image file, in pairs of one group each (v0, v0, v1, v1, ...)."""
+    from conftest import write_image
+
+    write_image(tmp_path / "face.jpg", 3)
+    frame = pd.DataFrame({"path": ["face.jpg"] * 16, "label": [0, 1] * 8, "group": [f"v{i // 2}" for i in range(16)]})
+    return split_loader({"train": frame}, tmp_path, "train", image_size=32, mean=(0.5,) * 3, std=(0.25,) * 3,
+                        batch_size=16, train=True, augment="shift", seed=0, group_batches=group_batches)
+
+
+def _pairs(loader, epoch):
+    reseed_epoch(loader, 0, epoch)
+    sampler_order = list(loader.sampler)
+    reseed_epoch(loader, 0, epoch)
+    images = next(iter(loader))[0]
+    by_group = {}
+    for index, image in zip(sampler_order, images):
+        by_group.setdefault(index // 2, []).append(image)
+    return by_group
+
+
+def test_grouped_batches_share_their_augmentation_and_other_groups_do_not(tmp_path):
+    tied = _pairs(_same_face_loader(tmp_path, group_batches=True), epoch=0)
+    assert all(torch.equal(a, b) for a, b in tied.values())  # one flip, shift and contrast per group
+    firsts = [pair[0] for pair in tied.values()]
+    assert sum(not torch.equal(firsts[0], other) for other in firsts[1:]) >= 6  # groups drawn apart
+    assert not torch.equal(_pairs(_same_face_loader(tmp_path, True), epoch=1)[0][0], tied[0][0])  # a new epoch
+    untied = _pairs(_same_face_loader(tmp_path, group_batches=False), epoch=0)
+    assert sum(not torch.equal(a, b) for a, b in untied.values()) >= 6  # without group_batches: drawn apart

@@ -29,15 +29,20 @@ class ManifestDataset(Dataset):
     """Yields ``(image_tensor, label)`` for each manifest row; ``label`` 1 means fake.
 
     With a `DecodeCache` of the manifest, images come from it (decoded and resized once) instead
-    of their files.
+    of their files. With ``tie_groups``, the images of one group (a source video: a real face and the fakes made
+    from it) get the same random augmentation within an epoch: the same flip, shift and colour change, so that
+    when they share a batch (`GroupedRandomSampler`) they still differ only where the manipulation changed them.
     """
 
-    def __init__(self, manifest: pd.DataFrame, root, transform, cache: DecodeCache | None = None):
+    def __init__(self, manifest: pd.DataFrame, root, transform, cache: DecodeCache | None = None,
+                 tie_groups: bool = False):
         self.manifest = manifest.reset_index(drop=True)
         self.root = Path(root)
         self.transform = transform
         self.cache = cache
         self._rows = self.manifest["row"].to_numpy() if "row" in self.manifest else np.arange(len(self.manifest))
+        self._groups = pd.factorize(self.manifest["group"].astype(str))[0] if tie_groups else None
+        self.augmentation_seed = 0  # `seed_augmentation` sets it
 
     def __len__(self) -> int:
         return len(self.manifest)
@@ -48,7 +53,14 @@ class ManifestDataset(Dataset):
             return self.cache[int(self._rows[index])]
         return read_rgb(self.root / self.manifest["path"].iloc[index])
 
+    def _tie(self, index: int) -> None:
+        """With ``tie_groups``, seeds the transform from this epoch's seed and the row's group (albumentations draws
+        from its own generator, so the same seed draws the same flip, shift and colour for the group's images)."""
+        if self._groups is not None and hasattr(self.transform, "set_random_seed"):
+            self.transform.set_random_seed((self.augmentation_seed + GROUP_STRIDE * int(self._groups[index])) % 2**32)
+
     def __getitem__(self, index: int):
+        self._tie(index)
         image = self.transform(image=self.image(index))["image"]
         return image, int(self.manifest["label"].iloc[index])
 
@@ -57,8 +69,9 @@ class BlendedDataset(ManifestDataset):
     """Yields ``(image_tensor, label)`` for `training_rows`: a synthetic row is its real face self-blended."""
 
     def __init__(self, manifest: pd.DataFrame, root, transform, *, fakes: str = "sbi",
-                 settings: BlendSettings = BlendSettings(), seed: int = 0, cache: DecodeCache | None = None):
-        super().__init__(training_rows(manifest, fakes), root, transform, cache)
+                 settings: BlendSettings = BlendSettings(), seed: int = 0, cache: DecodeCache | None = None,
+                 tie_groups: bool = False):
+        super().__init__(training_rows(manifest, fakes), root, transform, cache, tie_groups)
         self.blender = SelfBlender(settings, seed)
         column = self.manifest["landmarks"] if "landmarks" in self.manifest else [None] * len(self.manifest)
         self._landmarks = [parse_landmarks(v) for v in column]
@@ -80,6 +93,7 @@ class BlendedDataset(ManifestDataset):
 
     def __getitem__(self, index: int):
         image, _, label = self.raw(index)
+        self._tie(index)
         return self.transform(image=image)["image"], label
 
     def examples(self, n: int) -> tuple[list[np.ndarray], list[str]]:
@@ -97,6 +111,8 @@ class BlendedDataset(ManifestDataset):
 def seed_augmentation(dataset, seed: int) -> None:
     """Seeds the albumentations transform of ``dataset`` and its self-blender, where it has them (both keep
     their own generators)."""
+    if isinstance(dataset, ManifestDataset):
+        dataset.augmentation_seed = seed
     for part in (getattr(dataset, "transform", None), getattr(dataset, "blender", None)):
         if hasattr(part, "set_random_seed"):
             part.set_random_seed(seed)
@@ -132,6 +148,7 @@ class GroupedRandomSampler(Sampler):
         return sum(len(m) for m in self.members)
 
 
+GROUP_STRIDE = 7_919  # a tied group's augmentation seed is the epoch's seed plus its number times this (a prime)
 RANK_STRIDE = 1_000_003  # augmentation seeds of DDP rank r are offset by r times this (a prime): ranks never repeat
 
 
@@ -232,7 +249,8 @@ def split_loader(
     (training only): sampling weights by path (hard examples); pseudo-fakes and unlisted paths get 1.
     ``cache_dir``: decode the split's images once into a `DecodeCache` there (pseudo-fakes are then
     blended at ``image_size``, not at the stored size). ``group_batches`` (training only): a source's images
-    (a real face, its fakes and its pseudo-fake) share a batch (`GroupedRandomSampler`).
+    (a real face, its fakes and its pseudo-fake) share a batch (`GroupedRandomSampler`) and their augmentation
+    (`ManifestDataset`'s ``tie_groups``).
     """
     frame = manifests[split]
     if labels is not None:
@@ -242,10 +260,12 @@ def split_loader(
     if cache_dir is not None:
         name = split if labels is None else f"{split}-{'-'.join(map(str, labels))}"
         cache = DecodeCache.build(frame, root, image_size, cache_dir, name=name)
+    tie = train and group_batches  # a group that shares a batch shares its augmentation too
     if train and fakes != "real":
-        dataset = BlendedDataset(frame, root, transform, fakes=fakes, settings=blend, seed=seed, cache=cache)
+        dataset = BlendedDataset(frame, root, transform, fakes=fakes, settings=blend, seed=seed, cache=cache,
+                                 tie_groups=tie)
     else:
-        dataset = ManifestDataset(frame, root, transform, cache)
+        dataset = ManifestDataset(frame, root, transform, cache, tie_groups=tie)
     per_item = None
     if train and weights is not None:
         synthetic = dataset.manifest.get("synthetic", pd.Series(False, index=dataset.manifest.index))
