@@ -1,4 +1,4 @@
-"""Grouped training batches: a source's real face and its fakes drawn next to each other."""
+"""Grouped training batches: a source's real face and its fakes drawn next to each other, and augmented alike."""
 
 from itertools import groupby
 
@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import write_image
 from torch.utils.data import Dataset
 
 from dfcore.datasets.dataset import GroupedRandomSampler, make_loader, split_loader
@@ -64,8 +65,6 @@ def test_loader_batches_hold_whole_pairs_and_refuse_weighted_drawing():
 
 def _same_face_loader(tmp_path, group_batches):
     """A loader over 16 rows of one image file, in pairs of one group each (v0, v0, v1, v1, ...)."""
-    from conftest import write_image
-
     write_image(tmp_path / "face.jpg", 3)
     frame = pd.DataFrame({"path": ["face.jpg"] * 16, "label": [0, 1] * 8, "group": [f"v{i // 2}" for i in range(16)]})
     return split_loader({"train": frame}, tmp_path, "train", image_size=32, mean=(0.5,) * 3, std=(0.25,) * 3,
