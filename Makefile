@@ -13,6 +13,7 @@ PROFILE  ?= demo
 DATA_DIR ?=
 REPORTS_ROOT ?= reports
 PYTEST_ARGS ?=
+SHARED_DATA ?= ../shared/data
 
 PY      := $(VENV)/bin/python
 OUT     := $(REPORTS_ROOT)/$(PROFILE)
@@ -51,31 +52,31 @@ doctor: $(STAMP) ## check what a run of PROFILE needs (packages, devices, disk, 
 reproduce: $(OUT)/index.html ## run every notebook with papermill and render the HTML reports into reports/<profile>/
 	@echo "Report: $(OUT)/index.html"
 
-# The data root is part of stage 01's inputs: a different DATA_DIR re-runs the study.
-$(OUT)/.data_dir: FORCE
-	@mkdir -p $(@D)
-	@echo "$(DATA_DIR)" | cmp -s - $@ || echo "$(DATA_DIR)" > $@
-
 # Stage order: each notebook reads the files the one before it wrote.
 $(OUT)/executed/02_mim_pretrain.ipynb: $(OUT)/executed/01_data_manifests.ipynb
 $(OUT)/executed/03_phase1_head.ipynb: $(OUT)/executed/02_mim_pretrain.ipynb
 $(OUT)/executed/04_phase2_finetune.ipynb: $(OUT)/executed/03_phase1_head.ipynb
 $(OUT)/executed/05_evaluation.ipynb: $(OUT)/executed/04_phase2_finetune.ipynb
 $(OUT)/executed/06_gradcam_gallery.ipynb: $(OUT)/executed/05_evaluation.ipynb
-$(OUT)/executed/01_data_manifests.ipynb: $(OUT)/.data_dir
 
-# Parameters, later files winning: common, the notebook's own, the profile's common, the profile's own for the
-# notebook, then make's; layered by
-# `python -m dfcore params` (dfcore.params, which the benchmarks use too) into $(OUT)/params/<stage>.yaml.
-# papermill writes to a temp file that replaces the target only on success; a failed run
-# keeps its partial notebook as <stage>.failed.ipynb for inspection. A training stage re-run with the
-# same parameters, data and training code reads its finished run back instead of training again.
-$(OUT)/executed/%.ipynb: notebooks/%.ipynb params/common.yaml $$(wildcard params/%.yaml) $$(wildcard params/profiles/$(PROFILE)/common.yaml) $$(wildcard params/profiles/$(PROFILE)/%.yaml) $(DFCORE_SRC) $(STAMP) | profile-exists
-	@mkdir -p $(@D) $(OUT)/params
+# The parameters a stage runs with, resolved by `python -m dfcore params` (dfcore.params: the defaults of
+# dfcore/config.py, params/common.yaml, params/<stage>.yaml, the profile's files after those of any profile it
+# extends, then make's reports_root and DATA_DIR). The file is rewritten only when they change, so a stage re-runs
+# exactly when its parameters do, whichever file they came from.
+.PRECIOUS: $(OUT)/params/%.yaml
+$(OUT)/params/%.yaml: FORCE | $(STAMP) profile-exists
+	@mkdir -p $(@D)
+	@$(PY) -m dfcore params $* --profile $(PROFILE) --set reports_root "$(REPORTS_ROOT)" \
+	  $(if $(and $(DATA_DIR),$(filter 01_data_manifests,$*)),--set data_dir "$(DATA_DIR)") > $@.new
+	@if cmp -s $@.new $@; then rm $@.new; else mv $@.new $@; fi
+
+# papermill writes to a temp file that replaces the target only on success; a failed run keeps its partial
+# notebook as <stage>.failed.ipynb for inspection. A training stage re-run with the same parameters, data and
+# training code reads its finished run back instead of training again.
+$(OUT)/executed/%.ipynb: notebooks/%.ipynb $(OUT)/params/%.yaml $(DFCORE_SRC) $(STAMP)
+	@mkdir -p $(@D)
 	@echo "=== $* (profile $(PROFILE))"
-	$(PY) -m dfcore params $* --profile $(PROFILE) --set reports_root "$(REPORTS_ROOT)" > $(OUT)/params/$*.yaml
-	$(VENV)/bin/papermill $< $(@D)/$*.failed.ipynb -k python3 --cwd . --no-progress-bar -f $(OUT)/params/$*.yaml \
-	  $(if $(and $(DATA_DIR),$(filter 01_data_manifests,$*)),-r data_dir "$(DATA_DIR)")
+	$(VENV)/bin/papermill $< $(@D)/$*.failed.ipynb -k python3 --cwd . --no-progress-bar -f $(OUT)/params/$*.yaml
 	@mv $(@D)/$*.failed.ipynb $@
 
 $(OUT)/html/%.html: $(OUT)/executed/%.ipynb
@@ -92,7 +93,7 @@ test: $(STAMP) ## run the test suite (includes one end-to-end run of all noteboo
 	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP) ## run the benchmarks; results are written to reports/bench/*.json
-	$(PY) -m dfcore.bench --out $(REPORTS_ROOT)/bench
+	$(PY) -m dfcore.bench --out $(REPORTS_ROOT)/bench --shared-data $(SHARED_DATA)
 
 # The profile's report index shows the result: rebuilt here when the profile has been reproduced already.
 bench-mim: $(STAMP) ## MIM vs random init, phases 1+2, val/test AUC (PROFILE, DATA_DIR; long): reports/bench/*.json

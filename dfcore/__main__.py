@@ -14,7 +14,7 @@ PREDICTIONS = "predictions.jsonl"
 
 
 def _parser() -> argparse.ArgumentParser:
-    from dfcore.inference import AGGREGATIONS
+    from dfcore.config import AGGREGATIONS
 
     parser = argparse.ArgumentParser(prog="python -m dfcore", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -29,7 +29,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="a study's reports folder, reports/<profile> (its model: the ensemble when notebook 04 trained "
                         "one, else checkpoints/phase2/best.pt), or a checkpoint file")
     p.add_argument("--out", help=f"folder for {PREDICTIONS}, Grad-CAM overlays and video timelines")
-    p.add_argument("--frames", type=int, default=32, help="frames sampled evenly from each video (default 32)")
+    p.add_argument("--frames", type=int, help="frames sampled evenly from each video (default: as many as the "
+                                                "study's training videos, notebook 01's frames_per_video)")
     p.add_argument("--cam", action="store_true", help="write Grad-CAM overlays (the most suspicious faces/frames)")
     p.add_argument("--threshold", type=float, help="decide at this calibrated P(fake) instead of the validation one")
     p.add_argument("--no-detect", action="store_true", help="score whole images and frames (inputs are face crops)")
@@ -37,8 +38,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="video verdict from frame scores: 'confident' (default) or 'mean'")
     p.add_argument("--device", default="auto", help="'auto' (CUDA if present), 'cpu' or 'cuda'")
     p.add_argument("--overwrite", action="store_true", help=f"replace an existing {PREDICTIONS} under --out")
-    q = commands.add_parser("params", help="print a stage's parameters as YAML, layered as make layers them")
-    q.add_argument("stage", help="a notebook's name, e.g. 03_phase1_head")
+    q = commands.add_parser("params", help="print a stage's parameters as YAML, layered as make layers them; --sync "
+                                           "regenerates the notebooks' parameters cells and docs/parameters.md")
+    q.add_argument("stage", nargs="?", help="a notebook's name, e.g. 03_phase1_head")
+    q.add_argument("--sync", action="store_true", help="rewrite every notebook's parameters cell and "
+                                                       "docs/parameters.md from dfcore/config.py")
     q.add_argument("--profile", default="demo")
     q.add_argument("--set", nargs=2, action="append", default=[], metavar=("NAME", "YAML_VALUE"),
                    help="override one parameter (repeatable), e.g. --set data_dir ../data")
@@ -67,19 +71,23 @@ def train_command(args) -> int:
     import yaml
 
     from dfcore import distributed
-    from dfcore.params import stage_parameters
+    from dfcore.config import CONFIGS
+    from dfcore.params import load_config
     from dfcore.runtime import chdir_project_root, resolve_device
-    from dfcore.trainers.stages import run_stage
+    from dfcore.stages.training import MIM, PHASE1, PHASE2, train_here
 
+    if args.stage not in (MIM, PHASE1, PHASE2):
+        print(f"error: train runs {MIM}, {PHASE1} or {PHASE2}, not {args.stage!r}", file=sys.stderr)
+        return 2
     chdir_project_root()  # parameters hold paths relative to the project root
     overrides = {k: yaml.safe_load(v) for k, v in args.set}
     if args.params_file:
-        params = {**yaml.safe_load(Path(args.params_file).read_text()), **overrides}
+        config = CONFIGS[args.stage](**{**yaml.safe_load(Path(args.params_file).read_text()), **overrides})
     else:
-        params = stage_parameters(args.stage, args.profile, defaults=True, **overrides)
-    distributed.init_from_env(resolve_device(params.get("device", "auto")).type)
+        config = load_config(args.stage, args.profile, **overrides)
+    distributed.init_from_env(resolve_device(config.device).type)
     try:
-        run_stage(args.stage, params)
+        train_here(config)
     finally:
         distributed.shutdown()
     return 0
@@ -89,8 +97,15 @@ def params_command(args) -> int:
     """Runs ``params``; returns the exit code."""
     import yaml
 
-    from dfcore.params import stage_parameters
+    from dfcore.params import stage_parameters, sync
 
+    if args.sync:
+        for path in sync():
+            print(f"rewrote {path}")
+        return 0
+    if not args.stage:
+        print("error: name a stage (e.g. 03_phase1_head), or pass --sync", file=sys.stderr)
+        return 2
     try:
         params = stage_parameters(args.stage, args.profile, **{k: yaml.safe_load(v) for k, v in args.set})
     except ValueError as err:
@@ -127,7 +142,7 @@ def predict_command(args) -> int:
     if args.cam and not out_dir:
         print("error: --cam writes overlay PNGs: give a folder for them with --out.", file=sys.stderr)
         return 2
-    if args.frames < 1:
+    if args.frames is not None and args.frames < 1:
         print(f"error: --frames must be at least 1, got {args.frames}", file=sys.stderr)
         return 2
     try:

@@ -2,7 +2,8 @@
 initialisation (``make bench-mim``) and the crop-matching ablation (``make bench-crops``), written to JSON.
 
 Targets live here, not in timed tests. Each speed measurement is repeated and its median
-reported. Real data is used where ``../shared/data`` is present; the demo set otherwise.
+reported. Real data is used where ``--shared-data`` (``make``: ``../shared/data``) is present; the demo set
+otherwise. Stages run through `dfcore.stages`, as the notebooks run them.
 """
 
 from __future__ import annotations
@@ -17,20 +18,19 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import papermill
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from dfcore import stages
+from dfcore.artifacts import read_metrics, stage_outputs
 from dfcore.datasets import build_manifest, build_transforms, make_demo_set, split_loader
 from dfcore.models import build_model, data_config
-from dfcore.params import stage_parameters, stages
-from dfcore.reporting import read_metrics, stage_outputs
+from dfcore.params import load_config
 from dfcore.runtime import amp_dtype, seed_everything
 from dfcore.trainers import ClassifierTask, build_optimizer, build_scheduler, train_one_epoch, unfreeze_last
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
+SHARED_DATA = Path("../shared/data")  # set by --shared-data
 
 
 def _median_seconds(fn, repeats: int) -> tuple[float, list[float]]:
@@ -156,38 +156,34 @@ def bench_mim_init(profile: str = "demo", data_dir: str = "", out="reports/bench
     """Returns validation and test AUC after phase 1 + phase 2 from MIM initialisation and from random initialisation,
     with the same total budget, and draws them (``mim_vs_random-<data>-<profile>.png`` beside the JSON).
 
-    Runs notebooks 01-05 once per arm with papermill and the profile's parameters; only notebook 03's ``init``
-    differs (``mim`` or ``none``). The random arm skips notebook 02 and spends its budget in phase 2 instead:
-    ``mim_epochs`` more epochs (an MIM epoch passes the same training images through the same encoder, forward
-    and backward), and without layer-wise LR decay (``layer_decay`` 1), which only protects pretrained layers.
-    Ensemble members (notebook 04's ``members``) are the same in both arms; the AUCs are then the ensemble's.
-    Each arm's reports land under ``out/mim_vs_random/<data>-<profile>/<init>/``, with each stage's wall time.
-    Long: two full trainings.
+    Runs stages 01-05 once per arm (`dfcore.stages`, as the notebooks do) with the profile's parameters; only
+    stage 03's ``p1_init`` differs (``mim`` or ``none``). The random arm skips stage 02 and spends its budget in
+    phase 2 instead: ``mim_epochs`` more epochs (an MIM epoch passes the same training images through the same
+    encoder, forward and backward), and without layer-wise LR decay (``layer_decay`` 1), which only protects
+    pretrained layers. Ensemble members (stage 04's ``members``) are the same in both arms; the AUCs are then the
+    ensemble's. Each arm's outputs land under ``out/mim_vs_random/<data>-<profile>/<init>/``, with each stage's wall
+    time. Long: two full trainings.
     """
     name = f"{Path(data_dir).name or 'profile-data'}-{profile}"
     results = {"profile": profile, "data": str(data_dir) or "the profile's data_dir"}
-    mim_epochs = stage_parameters("02_mim_pretrain", profile, defaults=True)["mim_epochs"]
-    p2_epochs = stage_parameters("04_phase2_finetune", profile, defaults=True)["p2_epochs"]
+    mim_epochs = load_config("02_mim_pretrain", profile).mim_epochs
+    p2_epochs = load_config("04_phase2_finetune", profile).p2_epochs
     for init in ("mim", "none"):
         reports_root = Path(out).resolve() / "mim_vs_random" / name / init
         seconds = {}
-        for stage in stages()[:5]:  # 01 to 05: the gallery is not needed for AUC
+        for stage in list(stages.MODULES)[:5]:  # 01 to 05: the gallery is not needed for AUC
             if stage == "02_mim_pretrain" and init != "mim":
                 continue
             overrides = {"reports_root": str(reports_root)}
             if stage == "01_data_manifests" and data_dir:
                 overrides["data_dir"] = str(data_dir)
             if stage == "03_phase1_head":
-                overrides["init"] = init
+                overrides["p1_init"] = init
             if stage == "04_phase2_finetune" and init != "mim":
                 overrides["p2_epochs"] = p2_epochs + mim_epochs  # the budget MIM would have spent
                 overrides["layer_decay"] = 1.0  # layer decay keeps what pretraining taught; random init taught nothing
-            executed = reports_root / profile / "executed" / f"{stage}.ipynb"
-            executed.parent.mkdir(parents=True, exist_ok=True)
             start = time.perf_counter()
-            papermill.execute_notebook(ROOT / "notebooks" / f"{stage}.ipynb", executed, kernel_name="python3",
-                                       parameters=stage_parameters(stage, profile, **overrides), cwd=ROOT,
-                                       progress_bar=False)
+            stages.run(stage, load_config(stage, profile, **overrides))
             seconds[stage] = time.perf_counter() - start
         metrics = reports_root / profile / "metrics"
         evaluation = read_metrics(metrics / "05_evaluation.json")
@@ -238,63 +234,63 @@ def draw_mim_vs_random(results: dict, mim_epochs: int, path) -> Path:
 
 
 def bench_crop_matching(profile: str, reports_root="reports", out="reports/bench") -> dict:
-    """Returns frame- and video-level AUC of a trained profile's checkpoint on its extra evaluation sets, cut two
-    ways: with the checkpoint's crop settings (as notebook 05 cuts them; ``recrop`` as the profile says) and the
+    """Returns frame- and video-level AUC of a trained profile's model (`StudyModel`: the ensemble where notebook 04
+    trained one, scored with flip TTA where its rule says, as notebook 05 scores it) on its extra evaluation sets,
+    cut two ways: with the model's crop settings (as notebook 05 cuts them; ``recrop`` as the profile says) and the
     old way (image sets as given, video faces with the default crop settings). The ablation of ``match_crops``:
-    the same weights, only the crops differ. Crops go under ``out/crop_matching/<profile>/``."""
+    the same model, only the crops differ. Crops go under ``out/crop_matching/<profile>/``."""
     from sklearn.metrics import roc_auc_score
 
-    from dfcore.evaluation import Scorer, load_eval_sets, scoring_units
-    from dfcore.evaluation.groups import aggregate_groups
-    from dfcore.models import load_classifier
+    from dfcore.evaluation import aggregate_groups, load_eval_sets, scoring_units
+    from dfcore.study import StudyModel
 
-    checkpoint = stage_outputs(Path(reports_root) / profile).phase2_best
-    if not checkpoint.is_file():
-        raise FileNotFoundError(f"{checkpoint} is missing: run `make reproduce PROFILE={profile}` first.")
-    model, state = load_classifier(checkpoint, device="cpu")
-    cfg = data_config(model)
-    scorer = Scorer(model, torch.device("cpu"), state["image_size"], cfg["mean"], cfg["std"],
-                    dtype=amp_dtype(torch.device("cpu"), True))
-    sources = stage_parameters("05_evaluation", profile, defaults=True)["extra_eval_sets"]
+    run_dir = stage_outputs(Path(reports_root) / profile)
+    if not run_dir.study_model.is_file():
+        raise FileNotFoundError(f"{run_dir.study_model} is missing: run `make reproduce PROFILE={profile}` first.")
+    study = StudyModel.load(run_dir.study_model, device="cpu")
+    scorer = study.scorer(amp=True)
+    sources = load_config("05_evaluation", profile).extra_eval_sets
     as_given = [{k: v for k, v in s.items() if k != "recrop"} if isinstance(s, dict) else s for s in sources]
-    arms = {"checkpoint_crop": (sources, state.get("face_crop")), "default_crop": (as_given, None)}
-    results = {"profile": profile, "checkpoint": str(checkpoint), "checkpoint_crop": state.get("face_crop")}
-    for arm, (arm_sources, crop) in arms.items():
-        sets = load_eval_sets(arm_sources, crops_dir=Path(out) / "crop_matching" / profile / arm, crop=crop)
+    crop = study.state.get("face_crop")
+    arms = {"checkpoint_crop": (sources, crop), "default_crop": (as_given, None)}
+    results = {"profile": profile, "checkpoint": str(study.checkpoint), "flip_tta": study.flip, "checkpoint_crop": crop}
+    for arm, (arm_sources, arm_crop) in arms.items():
+        sets = load_eval_sets(arm_sources, crops_dir=Path(out) / "crop_matching" / profile / arm, crop=arm_crop)
         for name, (manifest, root) in sets.items():
             scores = scorer(name, manifest, root)
             units, kind = scoring_units(manifest)
-            per_unit = aggregate_groups(pd.DataFrame({"group": units.to_numpy(), "label": scores.label,
-                                                      "prob": scores.prob()}))  # as notebook 05 aggregates
+            probs = study.rule.prob(scores)
+            per_unit = aggregate_groups(pd.DataFrame({"group": units.to_numpy(), "label": scores.label, "prob": probs}),
+                                        t=study.rule.group_t, min_share=study.rule.group_min_share)  # as notebook 05
             results.setdefault(name, {})[arm] = {
-                "frames": len(manifest), "frame_auc": roc_auc_score(scores.label, scores.prob()),
+                "frames": len(manifest), "frame_auc": roc_auc_score(scores.label, probs),
                 f"{kind}_auc": roc_auc_score(per_unit["label"], per_unit["mean"]) if per_unit["label"].nunique() == 2
                 else None}
     return results
 
 
-def _predict_checkpoint(folder: Path) -> tuple[Path, str]:
-    """Returns the dfdc-cpu phase-2 checkpoint when it has been trained, else an untrained one of the same
-    backbone and size (speed does not depend on the weights), with a word on which."""
+def _predict_checkpoint(folder: Path, profile: str, reports_root="reports") -> tuple[Path, str]:
+    """Returns ``profile``'s model when it has been trained, else an untrained one of its backbone and size (speed
+    does not depend on the weights), with a word on which."""
     from dfcore.checkpoint import save_checkpoint
-    from dfcore.evaluation import DecisionRule, save_decision_rule
+    from dfcore.evaluation import DecisionRule, decision_path, save_decision_rule
 
-    trained = stage_outputs(ROOT / "reports" / "dfdc-cpu").phase2_best
-    if trained.is_file() and trained.with_name("best.decision.json").is_file():
-        return trained, "dfdc-cpu phase 2 (trained)"
-    params = stage_parameters("03_phase1_head", "dfdc-cpu")
-    model = build_model(params["backbone"], image_size=params["image_size"])
-    path = save_checkpoint({"kind": "classifier", "backbone": params["backbone"], "image_size": params["image_size"],
+    trained = stage_outputs(Path(reports_root) / profile).study_model
+    if trained.is_file() and decision_path(trained).is_file():
+        return trained, f"{profile}'s model (trained)"
+    config = load_config("03_phase1_head", profile)
+    model = build_model(config.backbone, image_size=config.image_size)
+    path = save_checkpoint({"kind": "classifier", "backbone": config.backbone, "image_size": config.image_size,
                             "model": model.state_dict()}, folder / "best.pt")
     save_decision_rule(DecisionRule(rule="untrained", fitted_on="none"), path)
-    return path, f"untrained {params['backbone']} at {params['image_size']} px (dfdc-cpu's backbone; not trained yet)"
+    return path, f"untrained {config.backbone} at {config.image_size} px ({profile}'s backbone; not trained yet)"
 
 
-def bench_predict(frames: int = 32, repeats: int = 3) -> dict:
+def bench_predict(frames: int = 32, repeats: int = 3, profile: str = "dfdc-cpu") -> dict:
     """Returns the speed of ``predict`` on ../shared/data/videos_sample: seconds per video split into decode,
     face detection and classification (model loaded, medians of ``repeats``), and the end-to-end wall time of
-    ``python -m dfcore predict`` on the whole folder, command start included. Targets: 4 s per 10-second 1080p
-    video (32 frames), 50 s for a folder of ten."""
+    ``python -m dfcore predict`` on the whole folder, command start included, with ``profile``'s model. Targets:
+    4 s per 10-second 1080p video (32 frames), 50 s for a folder of ten."""
     import subprocess
     import sys
 
@@ -304,7 +300,7 @@ def bench_predict(frames: int = 32, repeats: int = 3) -> dict:
     if not videos:
         return {"skipped": "../shared/data/videos_sample is absent"}
     with tempfile.TemporaryDirectory() as tmp:
-        checkpoint, which = _predict_checkpoint(Path(tmp))
+        checkpoint, which = _predict_checkpoint(Path(tmp), profile)
         predictor = Predictor.load(checkpoint, device="cpu", frames=frames)
         per_video = {}
         for video in videos:
@@ -348,6 +344,7 @@ def bench_predict(frames: int = 32, repeats: int = 3) -> dict:
 
 
 def main(argv=None) -> None:
+    global SHARED_DATA
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default="reports/bench", help="folder for the JSON results")
     parser.add_argument("--only", choices=sorted(BENCHES), action="append", help="run only these (repeatable)")
@@ -358,7 +355,11 @@ def main(argv=None) -> None:
     parser.add_argument("--crop-matching", action="store_true",
                         help="only rescore a trained profile's extra sets with its own crops and the default ones")
     parser.add_argument("--reports-root", default="reports", help="where the trained profile of --crop-matching is")
+    parser.add_argument("--shared-data", default="../shared/data", help="the real data sets (dfdc_faces_small, "
+                                                                         "videos_sample); the demo set where absent")
+    parser.add_argument("--predict-profile", default="dfdc-cpu", help="the profile whose model the predict bench uses")
     args = parser.parse_args(argv)
+    SHARED_DATA = Path(args.shared_data)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     machine = {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads()}
@@ -369,6 +370,8 @@ def main(argv=None) -> None:
         benches = {f"crop_matching-{args.profile}": lambda: bench_crop_matching(args.profile, args.reports_root, out)}
     else:
         benches = {name: BENCHES[name] for name in args.only or sorted(BENCHES)}
+        if "predict" in benches:
+            benches["predict"] = lambda: bench_predict(profile=args.predict_profile)
     for name, fn in benches.items():
         result = {"machine": machine, **fn()}
         (out / f"{name}.json").write_text(json.dumps(result, indent=2))

@@ -60,8 +60,8 @@ def load_checkpoint(path, *, backbone: str | None = None, kind: str | None = Non
 _NOT_THE_RUN = ("resume", "members")  # parameters that do not change what a run computes (members: the others)
 # The code a training run's numbers depend on; reporting, explanations and prediction are not in it, so
 # editing a figure re-runs a training notebook in seconds (its finished run is resumed, not repeated).
-_TRAINING_CODE = ("datasets", "models", "trainers", "evaluation/metrics.py", "evaluation/predict.py",
-                  "evaluation/sets.py", "runtime.py", "checkpoint.py")
+_TRAINING_CODE = ("datasets", "models", "trainers", "stages/training.py", "config.py", "evaluation/metrics.py",
+                  "evaluation/predict.py", "evaluation/sets.py", "runtime.py", "checkpoint.py")
 
 
 def training_code_sha256() -> str:

@@ -1,7 +1,7 @@
 """Verdicts on new inputs: images, folders and videos scored by a trained study, faces cut as in training.
 
-`Predictor.load` reads a phase-2 checkpoint with its validation-fitted decision rule (notebook
-05) and its face-crop settings (notebook 01); `Predictor.__call__` turns one file into one JSON
+`Predictor.load` reads the study's model (`dfcore.study.StudyModel`: a phase-2 or ensemble checkpoint with its
+validation-fitted decision rule from notebook 05 and its face-crop settings from notebook 01); `Predictor.__call__` turns one file into one JSON
 record: every face with its box, landmarks and calibrated P(fake), the verdict (the most
 suspicious face; for a video, frame scores aggregated by the ``mean`` or ``confident`` rule of
 `dfcore.evaluation.groups`), and optional Grad-CAM overlays and a confidence timeline.
@@ -10,6 +10,7 @@ suspicious face; for a video, frame scores aggregated by the ``mean`` or ``confi
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,19 +19,13 @@ import cv2
 import numpy as np
 import torch
 
-from dfcore.checkpoint import CheckpointError
-from dfcore.datasets import CropSettings, DataError, FaceDetector, build_transforms, crop_face, read_frames
+from dfcore.config import AGGREGATIONS
+from dfcore.datasets import CropSettings, DataError, FaceDetector, crop_face, read_frames
 from dfcore.datasets.faces import read_image_rgb
 from dfcore.datasets.manifest import IMAGE_SUFFIXES, VIDEO_SUFFIXES
-from dfcore.evaluation.decision import DecisionRule, decision_path, load_decision_rule
-from dfcore.evaluation.groups import confident_mean
-from dfcore.evaluation.predict import model_logits
+from dfcore.evaluation.decision import decision_path
 from dfcore.explain import cam_maps
-from dfcore.models import data_config, load_classifier
-from dfcore.reporting.outputs import StageOutputs
-from dfcore.runtime import resolve_device
-
-AGGREGATIONS = ("confident", "mean")
+from dfcore.study import StudyModel
 
 
 def list_inputs(paths) -> tuple[list[Path], list[Path]]:
@@ -54,69 +49,62 @@ def _as_stored(crop: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Predictor:
-    """A trained classifier with its decision rule and face-crop settings, ready to score files."""
+    """The study's model (`StudyModel`) with how new inputs are cut and decided: ready to score files."""
 
-    model: torch.nn.Module
-    checkpoint: Path
-    backbone: str
-    image_size: int
-    rule: DecisionRule
+    study: StudyModel
     threshold: float
     threshold_source: str
     crop: CropSettings | None  # None: whole images are scored (--no-detect)
     crop_source: str
-    device: torch.device
-    frames: int = 32
+    frames: int
     aggregate: str = "confident"
-    transform: object = None
     detector: FaceDetector | None = None
     timings: dict = field(default_factory=lambda: {"decode": 0.0, "detect": 0.0, "classify": 0.0, "cam": 0.0})
 
     @classmethod
     def load(cls, checkpoint, *, device: str = "auto", threshold: float | None = None, detect: bool = True,
-             frames: int = 32, aggregate: str = "confident") -> "Predictor":
+             frames: int | None = None, aggregate: str = "confident") -> "Predictor":
         """Returns the predictor of a phase-2 or ensemble ``checkpoint``, or of a study's reports folder (its
         `StageOutputs.study_model`); a `CheckpointError` naming the file and the fix when it is missing, not dfcore's
-        (or a pickle that would run code), or has no decision rule."""
-        checkpoint = Path(checkpoint)
-        if checkpoint.is_dir():
-            checkpoint = StageOutputs(checkpoint).study_model
+        (or a pickle that would run code), or has no decision rule. ``frames`` per video: None samples as many as
+        the study's training videos were (its crop settings), else notebook 01's default."""
         if aggregate not in AGGREGATIONS:
             raise ValueError(f"aggregate must be one of {AGGREGATIONS}, got {aggregate!r}")
         if threshold is not None and not 0 <= threshold <= 1:
             raise ValueError(f"--threshold is a P(fake) between 0 and 1, got {threshold}")
-        dev = resolve_device(device)
-        model, state = load_classifier(checkpoint, device=dev)  # weights_only: a pickle never runs code
-        if not decision_path(checkpoint).is_file():
-            raise CheckpointError(
-                f"{checkpoint} has no decision rule ({decision_path(checkpoint).name} beside it, written by notebook "
-                "05 from the validation split): run `make reproduce` for its profile before predicting.")
-        rule = load_decision_rule(checkpoint)
-        model = model.to(memory_format=torch.channels_last)
-        cfg = data_config(model)
-        stored = state.get("face_crop")
+        study = StudyModel.load(checkpoint, device=device)
+        study.model.to(memory_format=torch.channels_last)
+        stored = study.crop
+        frames = frames or (stored or CropSettings()).frames_per_video
         if not detect:
             crop, crop_source = None, "none (--no-detect: whole images scored)"
         elif stored:
-            crop, crop_source = CropSettings(**{**stored, "frames_per_video": frames}), "checkpoint (as in training)"
+            crop, crop_source = dataclasses.replace(stored, frames_per_video=frames), "checkpoint (as in training)"
         else:
             crop = CropSettings(frames_per_video=frames)
             crop_source = ("defaults: the checkpoint was trained on faces cropped before the study (no crop settings "
                            "stored); pass --no-detect if the inputs are face crops already")
+        rule = study.rule
         return cls(
-            model=model, checkpoint=checkpoint, backbone=state["backbone"], image_size=state["image_size"],
-            rule=rule, threshold=rule.threshold if threshold is None else float(threshold),
+            study=study, threshold=rule.threshold if threshold is None else float(threshold),
             threshold_source=(f"validation ({rule.rule} point, fitted on '{rule.fitted_on}') in "
-                              f"{decision_path(checkpoint).name}" if threshold is None else "--threshold"),
-            crop=crop, crop_source=crop_source, device=dev, frames=frames, aggregate=aggregate,
-            transform=build_transforms(state["image_size"], cfg["mean"], cfg["std"], train=False),
+                              f"{decision_path(study.checkpoint).name}" if threshold is None else "--threshold"),
+            crop=crop, crop_source=crop_source, frames=frames, aggregate=aggregate,
             detector=FaceDetector(crop, device="cpu") if crop else None,
         )
+
+    # What the study's model brings, by the names earlier versions of the predictor had.
+    model = property(lambda self: self.study.model)
+    checkpoint = property(lambda self: self.study.checkpoint)
+    backbone = property(lambda self: self.study.backbone)
+    image_size = property(lambda self: self.study.image_size)
+    rule = property(lambda self: self.study.rule)
+    transform = property(lambda self: self.study.transform)
 
     def describe(self) -> dict:
         """Returns what every record shares: checkpoint, decision rule and how faces are cut."""
         return {"checkpoint": str(self.checkpoint), "backbone": self.backbone, "temperature": self.rule.temperature,
-                "flip_tta": self.rule.flip, "threshold": self.threshold, "threshold_source": self.threshold_source,
+                "flip_tta": self.study.flip, "aggregation": self._aggregation_rule(), "threshold": self.threshold, "threshold_source": self.threshold_source,
                 "crop": self.crop.as_dict() if self.crop else None, "crop_source": self.crop_source}
 
     def _tick(self, stage: str, start: float) -> float:
@@ -138,21 +126,19 @@ class Predictor:
                           if face.landmarks else None})
         return faces, crops
 
-    @torch.inference_mode()
     def score(self, crops: list[np.ndarray]) -> np.ndarray:
-        """Returns the calibrated P(fake) of each RGB face crop (the evaluation transform, the rule's temperature,
-        and flip test-time augmentation where the rule was fitted with it)."""
-        if not crops:
-            return np.zeros(0)
-        batch = torch.stack([self.transform(image=c)["image"] for c in crops]).to(
-            self.device, memory_format=torch.channels_last)
-        logits = model_logits(self.model, batch, flip=self.rule.flip).cpu().numpy()
-        margin = logits[:, 1] - logits[:, 0]
-        return 1.0 / (1.0 + np.exp(-margin / self.rule.temperature))
+        """Returns the calibrated P(fake) of each RGB face crop (`StudyModel.prob`: the evaluation transform, the
+        rule's temperature, flip test-time augmentation where the rule was fitted with it)."""
+        return self.study.prob(crops)
+
+    def _aggregation_rule(self) -> str:
+        rule = self.rule
+        return (f"{self.aggregate}; confident: mean of frames above {rule.group_t} when at least "
+                f"{rule.group_min_share:.0%} are, else the mean (validation's setting, notebook 05)")
 
     def cams(self, crops: list[np.ndarray]) -> np.ndarray:
         """Returns Grad-CAM maps (explaining 'fake') of the crops, at the model's input size, in [0, 1]."""
-        batch = torch.stack([self.transform(image=c)["image"] for c in crops]).to(self.device)
+        batch = torch.stack([self.transform(image=c)["image"] for c in crops]).to(self.study.device)
         return cam_maps(self.model, batch, method="gradcam")
 
     def _verdict(self, prob: float | None) -> str | None:
@@ -203,7 +189,7 @@ class Predictor:
         record = {"path": str(path), "kind": "video", "frame_count": sampled.frame_count,
                   "fps": round(sampled.fps, 3), "frames_sampled": len(sampled.indices), "frames_with_face": len(rows)}
         if len(rows):
-            scores = {"mean": float(frame_probs.mean()), "confident": confident_mean(frame_probs)}
+            scores = {how: self.rule.aggregate(frame_probs, how) for how in AGGREGATIONS}
             prob = scores[self.aggregate]
             decision = self._verdict(prob)
             agreeing = (frame_probs >= self.threshold) == (decision == "FAKE")
@@ -211,7 +197,7 @@ class Predictor:
                 "decision": decision, "prob_fake": round(prob, 6), "threshold": self.threshold,
                 "threshold_source": self.threshold_source,
                 "aggregation": {"reported": self.aggregate, **{k: round(v, 6) for k, v in scores.items()},
-                                "rule": "confident: mean of frames above 0.8 when at least 40% are, else the mean"},
+                                "rule": self._aggregation_rule()},
                 "consistency": {"agreeing_share": round(float(agreeing.mean()), 4),
                                 "std": round(float(frame_probs.std()), 4),
                                 "min": round(float(frame_probs.min()), 6), "max": round(float(frame_probs.max()), 6)},
@@ -299,7 +285,7 @@ def iter_predictions(predictor: Predictor, files, *, out_dir=None, cam: bool = F
         yield record
 
 
-def predict(paths, checkpoint, *, out_dir=None, cam: bool = False, frames: int = 32, threshold: float | None = None,
+def predict(paths, checkpoint, *, out_dir=None, cam: bool = False, frames: int | None = None, threshold: float | None = None,
             detect: bool = True, aggregate: str = "confident", device: str = "auto") -> list[dict]:
     """Returns one record per image or video under ``paths`` (files, or folders searched recursively), scored by
     the phase-2 ``checkpoint``: the Python face of ``python -m dfcore predict``, for JupyterLab."""

@@ -70,15 +70,3 @@ def chdir_project_root() -> Path:
             os.chdir(folder)
             return folder
     raise FileNotFoundError(f"No project root (a folder with params/common.yaml) at or above {here}.")
-
-
-_IPYTHON_NAMES = {"In", "Out", "exit", "quit", "get_ipython", "open"}
-
-
-def notebook_parameters(namespace: dict) -> dict:
-    """Returns the plain-valued names of ``namespace`` (a notebook's ``globals()`` right after its parameters cell).
-
-    Stored in checkpoints and metrics as the resolved parameters of the run.
-    """
-    return {k: v for k, v in namespace.items()
-            if not k.startswith("_") and k not in _IPYTHON_NAMES and isinstance(v, (bool, int, float, str, list))}

@@ -17,6 +17,9 @@ from dfcore.params import stage_parameters
 from conftest import ROOT
 
 
+pytestmark = pytest.mark.slow  # torchrun subprocesses
+
+
 def _write(path, seed, fake):
     path.parent.mkdir(parents=True, exist_ok=True)
     pixels = np.random.default_rng(seed).integers(0, 200, (48, 48, 3))
@@ -39,7 +42,7 @@ def params_for(tmp_path_factory):
     def make(name, stage="03_phase1_head", **overrides):
         reports = tmp_path_factory.mktemp(name)
         save_manifests(result, reports / "smoke" / "manifests")
-        settings = dict(backbone="resnet10t", image_size=48, init="none", p1_epochs=4, p1_lr=3e-3, batch_size=16,
+        settings = dict(backbone="resnet10t", image_size=48, p1_init="none", p1_epochs=4, p1_lr_head=3e-3, batch_size=16,
                         amp=False, augment="flip", patience=10)
         if stage == "02_mim_pretrain":  # 64 px: two 32-pixel patches a side for resnet10t's stride
             settings = dict(backbone="resnet10t", image_size=64, mim_epochs=2, mim_batch_size=16, amp=False)

@@ -186,21 +186,22 @@ def test_mim_learns_from_extra_folders_but_never_from_validation_or_test_images(
 
     from conftest import write_image
     from dfcore.datasets import build_manifest, save_manifests
-    from dfcore.params import stage_parameters
-    from dfcore.trainers.stages import mim_images
+    import dataclasses
+
+    from dfcore.params import load_config
+    from dfcore.stages.training import mim_images
 
     save_manifests(build_manifest(kaggle_root), tmp_path / "reports" / "smoke" / "manifests")
     extra = tmp_path / "extra"
     write_image(extra / "real" / "new_0.jpg", seed=100)
     write_image(extra / "fake" / "new_1.jpg", seed=101)
     shutil.copy(kaggle_root / "Validation" / "Real" / "VaR0.jpg", extra / "real" / "copied.jpg")  # a leak
-    params = stage_parameters("02_mim_pretrain", "smoke", defaults=True, reports_root=str(tmp_path / "reports"),
-                              mim_extra_sets=[str(extra)])
-    images, counts = mim_images(params)
+    config = load_config("02_mim_pretrain", "smoke", reports_root=str(tmp_path / "reports"), mim_extra_sets=[str(extra)])
+    images, counts = mim_images(config)
     assert counts == {"train": 6, "extra": 2}
     assert sorted(p.rsplit("/", 1)[-1] for p in images["path"] if p.startswith(str(extra))) == ["new_0.jpg", "new_1.jpg"]
     assert all(p.startswith("/") for p in images["path"])
-    assert mim_images({**params, "mim_images": "real", "mim_extra_sets": []})[1] == {"train": 3}
+    assert mim_images(dataclasses.replace(config, mim_images="real", mim_extra_sets=[]))[1] == {"train": 3}
     mim = build_mim(build_model("resnet10t", image_size=64), mask_ratio=0.5, mask_patch=16)
     mask = mim.random_mask(torch.zeros(2, 3, 64, 64))
     assert mask.mean() == 0.5 and mask[0, 0].unfold(0, 16, 16).unfold(1, 16, 16).std((-1, -2)).max() == 0

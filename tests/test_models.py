@@ -3,15 +3,8 @@ import torch
 from safetensors.torch import load_file
 
 from dfcore.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from dfcore.models import (
-    Ensemble,
-    build_model,
-    classifier_names,
-    data_config,
-    load_backbone_state,
-    load_classifier,
-    save_ensemble,
-)
+from dfcore.models import Ensemble, build_model, classifier_names, data_config, load_backbone_state, load_classifier
+from dfcore.models import save_ensemble
 from dfcore.trainers import backbone_state
 
 

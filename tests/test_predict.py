@@ -72,7 +72,8 @@ def test_a_rule_fitted_with_flip_tta_makes_predict_flip_too(checkpoint, inputs):
     x = predictor.transform(image=crops[0])["image"][None]
     with torch.inference_mode():
         both = (predictor.model(x) + predictor.model(x.flip(-1)))[0] / 2
-    predictor.rule = DecisionRule(temperature=2.0, threshold=0.5, rule="eer", fitted_on="val", flip=True)
+    predictor.study = predictor.study.with_rule(DecisionRule(temperature=2.0, threshold=0.5, rule="eer", fitted_on="val",
+                                                             flip=True))
     assert predictor.score(crops)[0] == pytest.approx(float(torch.sigmoid((both[1] - both[0]) / 2)), abs=1e-5)
     assert predictor.describe()["flip_tta"] is True
 
@@ -102,6 +103,7 @@ def test_video_verdict_is_the_aggregation_of_its_frame_scores(checkpoint, inputs
         assert record["consistency"]["agreeing_share"] == pytest.approx(agree, abs=1e-4)
 
 
+@pytest.mark.slow  # the command line, in a subprocess
 def test_bad_inputs_get_their_own_error_and_the_rest_are_scored(checkpoint, inputs, tmp_path):
     (tmp_path / "empty.jpg").write_bytes(b"")
     (tmp_path / "text.png").write_text("hello")
@@ -130,6 +132,7 @@ def test_odd_image_modes_and_large_images_are_converted(checkpoint, tmp_path):
         assert record["decision"] in ("REAL", "FAKE") and len(record["faces"]) == 1, record
 
 
+@pytest.mark.slow  # the command line, in a subprocess
 def test_folder_output_files_cams_and_timelines_and_no_silent_overwrite(checkpoint, inputs, tmp_path):
     out = tmp_path / "out"
     run = _run(inputs, "--checkpoint", checkpoint, "--out", out, "--cam", "--frames", "4")
@@ -156,6 +159,7 @@ def test_no_detect_scores_the_whole_image(checkpoint, inputs):
     assert record["faces"][0]["box"] == [0, 0, 320, 320] and record["faces"][0]["landmarks"] is None
 
 
+@pytest.mark.slow  # the command line, in a subprocess
 def test_checkpoint_problems_exit_2_naming_the_file_and_the_fix(checkpoint, inputs, tmp_path):
     run = _run(inputs / "face.jpg", "--checkpoint", tmp_path / "nope.pt")
     assert run.returncode == 2 and "nope.pt does not exist" in run.stderr
@@ -179,6 +183,7 @@ def test_checkpoint_problems_exit_2_naming_the_file_and_the_fix(checkpoint, inpu
     assert run.returncode == 2 and "not a dfcore checkpoint" in run.stderr
 
 
+@pytest.mark.slow  # the command line, in a subprocess
 def test_python_function_equals_the_command(checkpoint, inputs):
     run = _run(inputs / "face.jpg", "--checkpoint", checkpoint)
     assert [json.loads(line) for line in run.stdout.splitlines()] == predict([inputs / "face.jpg"], checkpoint)

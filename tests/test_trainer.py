@@ -223,6 +223,7 @@ def _train(out, *, kill_after_epochs=None):
     return process.stdout.read()
 
 
+@pytest.mark.slow  # a training process killed with SIGKILL
 def test_a_run_killed_mid_epoch_continues_by_itself_to_the_uninterrupted_result(tmp_path):
     _train(tmp_path / "full")
     _train(tmp_path / "cut", kill_after_epochs=1)
@@ -326,31 +327,36 @@ def test_loader_settings_are_chosen_by_device(monkeypatch):
 
 
 def test_an_ensemble_member_changes_notebook_4_parameters_only_and_leaves_the_first_model_alone():
-    from dfcore.checkpoint import run_key
-    from dfcore.trainers.stages import member_params
+    import dataclasses
 
-    params = {"profile": "p", "reports_root": "r", "seed": 0, "p2_epochs": 6, "p2_init": "phase1", "members": []}
-    member = member_params(params, 1, {"p2_init": "none", "seed": 1})
-    assert member == {**params, "p2_init": "none", "seed": 1, "members": [], "member": 1}
+    from dfcore.checkpoint import run_key
+    from dfcore.config import Phase2Config
+    from dfcore.stages.phase2 import member_config
+
+    config = Phase2Config(profile="p", reports_root="r", p2_epochs=6)
+    member = member_config(config, 1, {"p2_init": "none", "seed": 1})
+    assert member == dataclasses.replace(config, p2_init="none", seed=1, members=[], member=1)
     for bad in ({"p2_epoch": 3}, {"members": []}, {"reports_root": "elsewhere"}):
         with pytest.raises(ValueError, match=f"sets \\['{next(iter(bad))}'\\]"):
-            member_params(params, 1, bad)
+            member_config(config, 1, bad)
     # adding members to a profile does not make its trained first model out of date
-    assert run_key({"params": params}) == run_key({"params": {**params, "members": [{"seed": 1}]}})
-    assert run_key({"params": params}) != run_key({"params": member})
+    with_members = dataclasses.replace(config, members=[{"seed": 1}])
+    assert run_key({"params": config.as_dict()}) == run_key({"params": with_members.as_dict()})
+    assert run_key({"params": config.as_dict()}) != run_key({"params": member.as_dict()})
 
 
 def test_without_members_an_earlier_ensemble_is_kept_aside_and_the_phase_2_model_scored(tmp_path, monkeypatch):
-    from dfcore.reporting import stage_outputs
-    from dfcore.trainers import stages
+    from dfcore.artifacts import stage_outputs
+    from dfcore.config import Phase2Config
+    from dfcore.stages import phase2
 
-    monkeypatch.setattr(stages, "train", lambda stage, params, **launch: params)  # the training itself is not the test
+    monkeypatch.setattr(phase2, "train", lambda config: config)  # the training itself is not the test
     out = stage_outputs(tmp_path / "p")
     out.ensemble.parent.mkdir(parents=True)
     out.ensemble.write_bytes(b"an earlier ensemble")
     (out.ensemble.parent / "ensemble.decision.json").write_text("{}")
-    params = {"reports_root": str(tmp_path), "profile": "p", "members": []}
-    assert stages.train_phase2(params) == [params]
+    config = Phase2Config(reports_root=str(tmp_path), profile="p")
+    assert phase2.train_models(config) == [config]
     assert out.study_model == out.phase2_best
     aside = list(out.ensemble.parent.glob("ensemble.replaced-*"))
     assert len(aside) == 1 and sorted(p.name for p in aside[0].iterdir()) == ["ensemble.decision.json", "ensemble.pt"]

@@ -20,6 +20,7 @@ from scipy.optimize import minimize_scalar
 from sklearn import metrics as skm
 
 from dfcore.checkpoint import CheckpointError
+from dfcore.evaluation.groups import confident_mean
 from dfcore.evaluation.metrics import eer_threshold
 from dfcore.evaluation.predict import Scores
 
@@ -78,19 +79,34 @@ class DecisionRule:
     fitted_on: str = ""
     fitted_temperature: float | None = None  # the temperature found, before the range check
     flip: bool = False  # fitted on flip test-time-augmented scores: every later scoring must flip too
+    group_t: float = 0.8  # a video's (group's) confident score: the mean of its frames above this...
+    group_min_share: float = 0.4  # ...when at least this share of them are (`dfcore.evaluation.groups`)
 
     def prob(self, scores: Scores) -> np.ndarray:
         """Returns the calibrated P(fake) of ``scores``."""
         return scores.prob(self.temperature)
+
+    def prob_of_logits(self, logits: np.ndarray) -> np.ndarray:
+        """Returns the calibrated P(fake) of two-class ``logits`` (one row per image)."""
+        return Scores("", np.zeros(len(logits), dtype=int), np.asarray(logits, dtype=float)).prob(self.temperature)
+
+    def aggregate(self, probs, how: str = "confident") -> float:
+        """Returns one video's (group's) P(fake) from its frames' calibrated ``probs``: their ``mean``, or the
+        ``confident`` mean with this rule's settings."""
+        probs = np.asarray(probs, dtype=float)
+        return float(probs.mean()) if how == "mean" else confident_mean(probs, t=self.group_t,
+                                                                          min_share=self.group_min_share)
 
     def predict(self, scores: Scores) -> np.ndarray:
         """Returns 1 (fake) or 0 (real) for each image of ``scores``."""
         return (self.prob(scores) >= self.threshold).astype(int)
 
 
-def fit_decision_rule(scores: Scores, *, rule: str = "eer", temperature_range=TEMPERATURE_RANGE) -> DecisionRule:
+def fit_decision_rule(scores: Scores, *, rule: str = "eer", temperature_range=TEMPERATURE_RANGE,
+                      group_t: float = 0.8, group_min_share: float = 0.4) -> DecisionRule:
     """Returns the temperature (kept at 1 with a warning when the fit leaves ``temperature_range``) and the
-    threshold on calibrated P(fake), both fitted on the validation ``scores``."""
+    threshold on calibrated P(fake), both fitted on the validation ``scores``; the rule also records how frames
+    become a video's score (``group_t``, ``group_min_share``), so that prediction aggregates as evaluation did."""
     fitted = fit_temperature(scores)
     low, high = temperature_range
     temperature = fitted
@@ -101,7 +117,7 @@ def fit_decision_rule(scores: Scores, *, rule: str = "eer", temperature_range=TE
         )
         temperature = 1.0
     threshold = fit_threshold(scores, temperature=temperature, rule=rule)
-    return DecisionRule(temperature, threshold, rule, scores.split, fitted, scores.flip)
+    return DecisionRule(temperature, threshold, rule, scores.split, fitted, scores.flip, group_t, group_min_share)
 
 
 def decision_path(checkpoint) -> Path:

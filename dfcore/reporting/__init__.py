@@ -1,8 +1,10 @@
-"""Reporting: where a stage's outputs go, figures and metrics files, the run manifest and the report index."""
+"""Reporting: figures, the image browser, the run manifest and the report index (it only formats what the stages
+wrote; where files live is `dfcore.artifacts`)."""
 
 from dfcore.reporting.figures import (
     plot_confusion,
     plot_face_counts,
+    plot_face_geometry,
     plot_faithfulness,
     plot_history,
     plot_image_grid,
@@ -17,13 +19,12 @@ from dfcore.reporting.figures import (
     plot_timeline,
 )
 from dfcore.reporting.browser import browser
-from dfcore.reporting.outputs import StageOutputs, read_metrics, stage_outputs, write_metrics
 
 __all__ = [
-    "StageOutputs",
     "browser",
     "plot_confusion",
     "plot_face_counts",
+    "plot_face_geometry",
     "plot_faithfulness",
     "plot_history",
     "plot_image_grid",
@@ -36,7 +37,4 @@ __all__ = [
     "plot_roc",
     "plot_score_histograms",
     "plot_timeline",
-    "read_metrics",
-    "stage_outputs",
-    "write_metrics",
 ]

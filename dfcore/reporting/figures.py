@@ -25,6 +25,18 @@ def plot_image_grid(images, titles, *, ncols: int = 8, suptitle: str = ""):
     return fig
 
 
+def plot_face_geometry(images, titles, boxes, landmarks, *, suptitle: str = ""):
+    """Returns `plot_image_grid` of ``images`` with each one's face box (x1, y1, x2, y2) and landmark points drawn;
+    the view stays on the image where a box reaches past it."""
+    fig = plot_image_grid(images, titles, ncols=8, suptitle=suptitle)
+    for ax, box, points in zip(fig.axes, boxes, landmarks):
+        limits = ax.get_xlim(), ax.get_ylim()
+        ax.add_patch(plt.Rectangle(box[:2], box[2] - box[0], box[3] - box[1], fill=False, color="lime", lw=1))
+        ax.plot(*zip(*points), "r.", ms=4)
+        ax.set(xlim=limits[0], ylim=limits[1])
+    return fig
+
+
 def plot_face_counts(sources: pd.DataFrame, *, title: str):
     """Returns, per source video or photo, the frames sampled and those with a face (one bar each, by class)."""
     table = sources.sort_values(["label", "path"])

@@ -1,4 +1,6 @@
-"""Where each stage writes: ``reports/<profile>/{metrics,figures,manifests,checkpoints}``."""
+"""The files that pass between stages: where each one lives under ``reports/<profile>/`` (`StageOutputs`), and the
+metrics JSON every stage writes (`write_metrics`, `read_metrics`). Below every other layer: trainers, evaluation,
+inference and reporting all read and write through it."""
 
 from __future__ import annotations
 
