@@ -112,7 +112,11 @@ def test_a_set_a_run_did_not_score_is_blank_not_zero(tmp_path):
 def test_a_run_that_stopped_half_way_is_listed_with_its_missing_stages(tmp_path):
     make_run(tmp_path, "done")
     partial = make_run(tmp_path, "partial", stages=STAGES[:3], data_root="/data/dfdc_faces_small")
-    _write(partial / "executed" / "04_phase2_finetune.failed.ipynb", {"cells": [], "metadata": {}})
+    _write(partial / "executed" / "04_phase2_finetune.failed.ipynb", {"cells": [], "metadata": {"papermill": {
+        "exception": True, "start_time": "2026-01-02T03:04:05", "end_time": "2026-01-02T03:05:00"}}})
+    running = make_run(tmp_path, "running", stages=STAGES[:1])
+    _write(running / "executed" / "02_mim_pretrain.failed.ipynb", {"cells": [], "metadata": {"papermill": {
+        "exception": None, "start_time": "2026-01-02T03:04:05.123", "end_time": None}}})
     paths = write_comparison([tmp_path])
     run = read_run(partial, str(tmp_path))
     assert run.info["stages"] == "3/6, no 04 05 06"
@@ -120,6 +124,8 @@ def test_a_run_that_stopped_half_way_is_listed_with_its_missing_stages(tmp_path)
     assert run.info["git commit"] is None and run.sets == {}
     notes = " ".join(run.notes)
     assert "04_phase2_finetune failed" in notes and "05_evaluation" in notes and "run_manifest.json" in notes
+    assert "02_mim_pretrain started 2026-01-02 03:04 UTC and has not finished" in " ".join(
+        read_run(running, str(tmp_path)).notes)
     csv = pd.read_csv(paths["compare.csv"]).set_index("profile")
     assert pd.isna(csv.loc["partial", "test: AUC"]) and csv.loc["done", "test: AUC"] == pytest.approx(0.85)
     page = paths["index.html"].read_text()
@@ -173,6 +179,7 @@ def test_the_same_profile_in_two_roots_is_listed_twice_with_its_commit(tmp_path)
     page = (out / "index.html").read_text()
     assert page.count(">demo</a>") == 2 and 'href="../a/demo"' in page
     assert "also has a run under another root: this one is at commit 2222222" in page
+    assert "dfdc\\_faces\\_small" in (out / "compare.tex").read_text()  # LaTeX-escaped
 
 
 def test_every_output_is_written_and_the_wall_time_sums_the_stages(tmp_path):

@@ -134,6 +134,23 @@ def _durations(run_dir: Path) -> dict:
     return seconds
 
 
+def _attempt(notebook: Path) -> str | None:
+    """Returns how the unfinished execution in ``notebook`` (papermill's output, renamed by make on success) ended:
+    failed, or not ended (running now, or stopped); None where there is none."""
+    if not notebook.is_file():
+        return None
+    try:
+        meta = _get(json.loads(notebook.read_text()), "metadata", "papermill") or {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        meta = {}
+    if meta.get("exception"):
+        return "failed"
+    if not meta.get("end_time"):
+        started = str(meta.get("start_time") or "")[:16].replace("T", " ")
+        return "started" + (f" {started} UTC" if started else "") + " and has not finished (running, or stopped)"
+    return "finished but was not kept (make keeps a stage's notebook only when it succeeds)"
+
+
 def _stage_parameters(run_dir: Path, manifest: dict | None, stage: str) -> dict:
     """Returns the parameters ``stage`` ran with: from the run manifest, else from ``params/<stage>.yaml``."""
     found = _get(manifest, "parameters", stage)
@@ -226,9 +243,10 @@ def read_run(run_dir, root: str = "", expected_stages: list[str] | None = None) 
     executed = {p.stem for p in (run_dir / "executed").glob("*.ipynb") if not p.name.endswith(".failed.ipynb")}
     done = sorted(executed | {s for s, data in read.items() if data is not None})
     missing = [s for s in expected if s not in done]
-    failed = [s for s in missing if (run_dir / "executed" / f"{s}.failed.ipynb").exists()]
-    for stage in failed:
-        notes.append(f"{stage} failed: see executed/{stage}.failed.ipynb")
+    for stage in missing:
+        attempt = _attempt(run_dir / "executed" / f"{stage}.failed.ipynb")
+        if attempt:
+            notes.append(f"{stage} {attempt}: see executed/{stage}.failed.ipynb")
     if missing:
         notes.append(f"unfinished: {', '.join(missing)} missing" + (f" (ran {', '.join(done)})" if done else ""))
     run.info["stages"] = (f"{len(done)}/{len(expected)}" if expected else str(len(done))) + (
