@@ -41,6 +41,8 @@ VIDEO_COLUMNS = ("video AUC, mean", "video AUC, confident")
 ROBUSTNESS = "test robustness"
 ROBUSTNESS_COLUMNS = {"mean AUC": max, "worst AUC": max, "worst corruption": None}
 DECIMALS = 3
+SHORT = {"AUC 95% low": "95% interval", "accuracy at val. threshold": "accuracy", "ECE, calibrated": "ECE",
+         "video AUC, mean": "video AUC (mean)", "video AUC, confident": "video AUC (conf.)"}  # the pages' headers
 
 
 @dataclass
@@ -226,8 +228,10 @@ def _read_robustness(evaluation: dict, notes: list) -> dict:
         notes.append("05_evaluation.json: 'robustness' records have no AUC; left out")
         return {}
     worst, worst_auc = min(scored, key=lambda pair: pair[1])
+    severity = worst.get("severity", "")
+    severity = int(severity) if isinstance(severity, float) and severity.is_integer() else severity
     return {"mean AUC": sum(auc for _, auc in scored) / len(scored), "worst AUC": worst_auc,
-            "worst corruption": f"{worst.get('corruption', '?')} {worst.get('severity', '')}".strip()}
+            "worst corruption": f"{worst.get('corruption', '?')} {severity}".strip()}
 
 
 def read_run(run_dir, root: str = "", expected_stages: list[str] | None = None) -> Run:
@@ -345,7 +349,8 @@ def _display(column: tuple, value) -> str:
 
 
 def display_table(table: pd.DataFrame) -> pd.DataFrame:
-    """Returns the table as text, its intervals joined into one ``[low, high]`` column after each AUC."""
+    """Returns the table as text under short headers, its intervals joined into one ``[low, high]`` column after
+    each AUC."""
     shown = {}
     for column in table.columns:
         group, name = column
@@ -353,17 +358,19 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
             continue
         if name == "AUC 95% low":
             low, high = table[column], table[(group, "AUC 95% high")]
-            shown[(group, "95% interval")] = [
+            shown[(group, SHORT[name])] = [
                 f"[{_display(column, lo)}, {_display(column, hi)}]" if _display(column, lo) else ""
                 for lo, hi in zip(low, high)]
             continue
-        shown[column] = [_display(column, v) for v in table[column]]
+        shown[(group, SHORT.get(name, name))] = [_display(column, v) for v in table[column]]
     return pd.DataFrame(shown, index=table.index)
 
 
 def _shown_best(table: pd.DataFrame, shown: pd.DataFrame) -> pd.DataFrame:
+    """Returns ``best_cells`` for the columns of ``display_table``."""
     best = best_cells(table)
-    return pd.DataFrame({c: best[c] if c in best.columns else False for c in shown.columns}, index=shown.index)
+    source = {short: name for name, short in SHORT.items()}
+    return pd.DataFrame({(g, c): best[(g, source.get(c, c))] for g, c in shown.columns}, index=shown.index)
 
 
 def to_markdown(table: pd.DataFrame, notes: dict | None = None) -> str:
@@ -427,8 +434,7 @@ def plot_auc(runs: list[Run], path: Path) -> Path:
                 errs[1].append(high - auc if high is not None else 0.0)
                 lows.append(low if low is not None else auc)
             ax.errorbar(xs, ys, yerr=errs, fmt="o", capsize=4, markersize=6, label=run.label)
-        ax.axhline(0.5, color="grey", lw=0.8, ls="--")
-        ax.text(len(sets) - 0.5, 0.5, " chance", va="bottom", ha="right", fontsize=8, color="grey")
+        ax.axhline(0.5, color="grey", lw=0.8, ls="--", label="chance")
         ax.set_xticks(range(len(sets)), sets, rotation=20 if len(sets) > 4 else 0,
                       ha="right" if len(sets) > 4 else "center")
         ax.set_xlim(-0.5, len(sets) - 0.5)
@@ -453,7 +459,7 @@ def _html_tables(runs: list[Run], table: pd.DataFrame, out_dir: Path) -> dict:
         for column, text in shown.loc[i].items():
             cell = {"text": text, "best": bool(best.loc[i, column]), "href": None, "title": None,
                     "num": column[0] != "run" or column[1].endswith(" min") or column[1] == "input size",
-                    "sep": column[0] != previous}
+                    "sep": previous is not None and column[0] != previous}
             previous = column[0]
             if column == ("run", "profile"):
                 page = run.path / "index.html"
