@@ -149,6 +149,12 @@ def test_metrics_of_an_older_layout_are_read_where_possible_and_named_in_a_note(
     _write(odd / "metrics" / "05_evaluation.json", evaluation)
     (odd / "metrics" / "04_phase2_finetune.json").write_text("{not json")
 
+    # a metrics file whose values have types no version wrote
+    strange = make_run(tmp_path, "strange")
+    _write(strange / "metrics" / "03_phase1_head.json", {"init": ["mim"], "params": {"image_size": "big"}})
+    _write(strange / "metrics" / "05_evaluation.json", {"sets": {"test": {"raw@0.5": {"auc": "high"}, "groups": []}},
+                                                        "robustness": [{"auc": None}, "jpeg"]})
+
     paths = write_comparison([tmp_path])
     run = read_run(old, str(tmp_path))
     assert run.sets["test"]["AUC"] == pytest.approx(0.71) and run.sets["test"]["accuracy at val. threshold"] == 0.64
@@ -162,6 +168,9 @@ def test_metrics_of_an_older_layout_are_read_where_possible_and_named_in_a_note(
     assert odd_run.sets["test"]["AUC"] == pytest.approx(0.8) and odd_run.sets["test"]["AUC 95% low"] is None
     csv = pd.read_csv(paths["compare.csv"]).set_index("profile")
     assert csv.loc["old", "test: AUC"] == pytest.approx(0.71) and pd.isna(csv.loc["old", "test: AUC 95% low"])
+    assert pd.isna(csv.loc["strange", "test: AUC"]) and pd.isna(csv.loc["strange", "input size"])
+    assert "'robustness' records have no AUC" in csv.loc["strange", "notes"]
+    assert "could not be read" not in csv.loc["strange", "notes"]  # read by the checks, not by the last resort
 
 
 def test_the_same_profile_in_two_roots_is_listed_twice_with_its_commit(tmp_path):

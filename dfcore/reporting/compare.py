@@ -264,6 +264,7 @@ def read_run(run_dir, root: str = "", expected_stages: list[str] | None = None) 
     backbone = head.get("backbone") or p03.get("backbone") or evaluation.get("backbone")
     size = _number(p03.get("image_size"))
     init = head.get("init") or p03.get("init")
+    init = str(init) if init is not None else None
     weights = WEIGHTS.get(init, init)
     if init == "file" and p03.get("pretrained_file"):
         weights = f"{weights} ({Path(str(p03['pretrained_file'])).name})"
@@ -486,6 +487,17 @@ def _html_tables(runs: list[Run], table: pd.DataFrame, out_dir: Path) -> dict:
             "score_rows": [[first] + [row[c] for c in scores] for first, row in zip(label, cells)]}
 
 
+def _read_or_name(run_dir: Path, root: str, expected: list[str]) -> Run:
+    """Returns ``read_run``'s run; where its files hold what no check above foresaw, the run with a note saying so
+    (one odd folder does not stop the comparison of the others)."""
+    try:
+        return read_run(run_dir, root, expected)
+    except Exception as err:  # noqa: BLE001  (a layout this version cannot know)
+        run = Run(run_dir, root, info={"profile": run_dir.name, "reports root": root})
+        run.notes.append(f"could not be read ({type(err).__name__}: {err}); listed without its numbers")
+        return run
+
+
 def write_comparison(roots, out_dir=None) -> dict:
     """Returns ``{name: path}`` of the files written into ``out_dir`` (default: the first root): the comparison of
     every run under ``roots``. Raises FileNotFoundError when there is no run to compare."""
@@ -496,7 +508,7 @@ def write_comparison(roots, out_dir=None) -> dict:
         raise FileNotFoundError(f"no run folders (<root>/<profile>/ with metrics/, executed/ or run_manifest.json) "
                                 f"under {', '.join(roots)}")
     expected = _expected_stages()
-    runs = [read_run(path, root, expected) for path, root in found]
+    runs = [_read_or_name(path, root, expected) for path, root in found]
     profiles = [run.path.name for run in runs]
     for run in runs:
         if profiles.count(run.path.name) > 1:
