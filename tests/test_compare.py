@@ -48,10 +48,12 @@ def make_run(root, profile, *, sets=None, stages=STAGES, commit="0123456789abcde
         _write(run / "metrics" / "05_evaluation.json", {
             "headline": {}, "backbone": "resnet10t",
             "sets": {name: _scored(auc, video=name in video) for name, auc in sets.items()},
-            "robustness": [{"corruption": c, "severity": s, "auc": sets["test"] - 0.01 * s - (0.1 if c == "noise" else 0)}
+            "robustness": [{"corruption": c, "severity": s,
+                            "auc": sets["test"] - 0.01 * s - (0.1 if c == "noise" else 0)}
                            for c in ("jpeg", "noise") for s in (1, 2)] if "test" in sets else []})
     for stage in stages:
-        _write(run / "executed" / f"{stage}.ipynb", {"cells": [], "metadata": {"papermill": {"duration": minutes * 60}}})
+        _write(run / "executed" / f"{stage}.ipynb",
+               {"cells": [], "metadata": {"papermill": {"duration": minutes * 60}}})
     if list(stages) == STAGES:
         _write(run / "run_manifest.json", {"git_commit": commit, "git_dirty": False, "parameters": {}})
     return run
@@ -83,7 +85,8 @@ def test_best_value_of_each_column_is_marked_in_html_markdown_and_latex(tmp_path
 
     paths = write_comparison([tmp_path])
     page = paths["index.html"].read_text()
-    assert _classes(page, "0.900") == [{"num", "best", "sep"}] and _classes(page, "0.700")[0] == {"num", "sep"}  # test AUC, then val accuracy
+    assert _classes(page, "0.900") == [{"num", "best", "sep"}]
+    assert _classes(page, "0.700")[0] == {"num", "sep"}  # beta's test AUC (then its val accuracy)
     assert "best" in _classes(page, "0.050")[0] and "best" not in _classes(page, "0.150")[0]  # test ECE
     markdown = paths["compare.md"].read_text()
     assert "**0.900**" in markdown and "**0.700**" not in markdown and "| 0.700 |" in markdown
@@ -140,7 +143,8 @@ def test_metrics_of_an_older_layout_are_read_where_possible_and_named_in_a_note(
                                                     "test@val_eer_threshold": {"accuracy": 0.64},
                                                     "val@0.5": {"auc": 0.75}})
     _write(old / "metrics" / "03_phase1_head.json", {"headline": {}, "backbone": "resnet10t", "init": "none"})
-    _write(old / "run_manifest.json", {"git_commit": "feedface00", "parameters": {"03_phase1_head": {"image_size": 96}}})
+    _write(old / "run_manifest.json",
+           {"git_commit": "feedface00", "parameters": {"03_phase1_head": {"image_size": 96}}})
     # a set missing keys, a robustness list that is not one, and a file that is not JSON
     odd = make_run(tmp_path, "odd", sets={"val": 0.9, "test": 0.8})
     evaluation = json.loads((odd / "metrics" / "05_evaluation.json").read_text())

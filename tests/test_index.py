@@ -59,7 +59,8 @@ def test_index_rounds_numbers_and_shows_key_figures_linking_to_their_stage(tmp_p
     assert "not a benchmark" in page  # the demo set's note
     assert "train images/s: <b>63</b>" in page and "63.18" not in page
     assert "best validation AUC: <b>0.912</b>" in page and "0.9123" not in page
-    thumbnails = {figure: href for href, figure in re.findall(r'<a href="([^"]+)"><img src="figures/([^"]+)\.png"', page)}
+    linked = re.findall(r'<a href="([^"]+)"><img src="figures/([^"]+)\.png"', page)
+    thumbnails = {figure: href for href, figure in linked}
     assert thumbnails == {
         "01_faces_fake": "html/01_data_manifests.html", "01_faces_real": "html/01_data_manifests.html",
         "05_roc": "html/05_evaluation.html", "05_reliability_test": "html/05_evaluation.html",

@@ -24,7 +24,8 @@ from dfcore.reporting.templates import render
 
 PACKAGES = ["torch", "torchvision", "timm", "albumentations", "scikit-learn", "numpy", "pandas", "papermill",
             "nbconvert", "torchcam", "matplotlib", "seaborn", "scikit-image", "opencv-python-headless"]
-KEY_FIGURES = ["05_roc", "05_reliability_test", "05_robustness"]  # between notebook 01's contact sheets and 06's gallery
+# Shown after notebook 01's contact sheets of faces (or its samples) and before notebook 06's gallery.
+KEY_FIGURES = ["05_roc", "05_reliability_test", "05_robustness"]
 DEMO_NOTE = ("This run used the built-in demo set: crops of sample photographs shipped with scikit-image and "
              "matplotlib, with self-blended and swapped fakes. It demonstrates the pipeline end to end and is "
              "not a benchmark.")
