@@ -27,7 +27,7 @@ export HF_HUB_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: help setup doctor reproduce test bench bench-mim bench-crops predict lab lock clean-reports FORCE
+.PHONY: help setup doctor reproduce compare test bench bench-mim bench-crops predict lab lock clean-reports FORCE
 
 help: ## list the targets
 	@echo "dfcore: a reproducible deepfake-detection study"
@@ -84,6 +84,10 @@ $(OUT)/html/%.html: $(OUT)/executed/%.ipynb
 
 $(OUT)/index.html: $(HTML)
 	$(PY) -m dfcore.reporting.index $(OUT)
+
+compare: $(STAMP) ## compare every run under REPORTS_ROOT from its metrics (nothing re-run): REPORTS_ROOT/index.html, compare.csv/md/tex
+	$(PY) -m dfcore compare $(REPORTS_ROOT)
+	@echo "Comparison: $(REPORTS_ROOT)/index.html"
 
 .PHONY: profile-exists
 profile-exists:

@@ -1,6 +1,6 @@
 """``python -m dfcore``: the study's commands. ``predict`` scores images, folders and videos with a trained study;
 ``params`` prints the parameters a stage runs with under a profile (what ``make`` hands papermill); ``doctor``
-checks what a run needs."""
+checks what a run needs; ``compare`` writes a page comparing finished and partial runs from their metrics."""
 
 from __future__ import annotations
 
@@ -56,7 +56,20 @@ def _parser() -> argparse.ArgumentParser:
     d = commands.add_parser("doctor", help="check what a run of a profile needs and say what is missing")
     d.add_argument("--profile", default="demo")
     d.add_argument("--data-dir", default="", help="the data root make would be given (DATA_DIR)")
+    c = commands.add_parser("compare", help="compare the runs under reports roots (from their metrics; nothing re-run)",
+                            description="Writes index.html, compare.{csv,md,tex} and compare_auc.png: one row per "
+                                        "run (finished or not) under the reports roots, scores per scored set.")
+    from dfcore.reporting.compare import add_arguments
+
+    add_arguments(c)
     return parser
+
+
+def compare_command(args) -> int:
+    """Runs ``compare``; returns the exit code."""
+    from dfcore.reporting.compare import compare_command as run
+
+    return run(args)
 
 
 def doctor_command(args) -> int:
@@ -189,7 +202,8 @@ def predict_command(args) -> int:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    commands = {"predict": predict_command, "params": params_command, "doctor": doctor_command, "train": train_command}
+    commands = {"predict": predict_command, "params": params_command, "doctor": doctor_command, "train": train_command,
+                "compare": compare_command}
     return commands[args.command](args)
 
 

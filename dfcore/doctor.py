@@ -64,6 +64,9 @@ def environment_checks(root: Path = ROOT) -> list[Check]:
         found.append(Check("face detectors", False, f"{err}: run `make setup`"))
     free = shutil.disk_usage(Path(root)).free / 2**30
     found.append(Check("disk", free >= FREE_DISK_GB, f"{free:.1f} GiB free under {root} ({FREE_DISK_GB:.0f} wanted)"))
+    chromium = shutil.which("chromium")  # only the tests that render the HTML reports use it: a note either way
+    found.append(Check("chromium", None, f"{chromium}: the report pages' rendering tests run" if chromium else
+                       "not found: the report pages' rendering tests skip; `apt-get install chromium` to run them"))
     return found
 
 

@@ -3,15 +3,16 @@
 Run as ``python -m dfcore.reporting.index reports/<profile>`` after the notebooks (the
 Makefile does): it writes ``run_manifest.json`` (git commit, package versions, the resolved
 parameters of every executed notebook, the sha256 of each data manifest) and ``index.html``
-(a link to every stage's report and its headline numbers, and the profile's ``make bench-mim`` result
-where one was run into the same reports root).
+(a link to every stage's report and its headline numbers, thumbnails of the key figures, the scored sets, and the
+profile's ``make bench-mim`` result where one was run into the same reports root), from the Jinja2 template
+``templates/index.html.j2``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import html
 import json
+import math
 import platform
 import subprocess
 import sys
@@ -19,8 +20,12 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+from dfcore.reporting.templates import render
+
 PACKAGES = ["torch", "torchvision", "timm", "albumentations", "scikit-learn", "numpy", "pandas", "papermill",
             "nbconvert", "torchcam", "matplotlib", "seaborn", "scikit-image", "opencv-python-headless"]
+# Shown after notebook 01's contact sheets of faces (or its samples) and before notebook 06's gallery.
+KEY_FIGURES = ["05_roc", "05_reliability_test", "05_robustness"]
 DEMO_NOTE = ("This run used the built-in demo set: crops of sample photographs shipped with scikit-image and "
              "matplotlib, with self-blended and swapped fakes. It demonstrates the pipeline end to end and is "
              "not a benchmark.")
@@ -67,31 +72,64 @@ def run_manifest(reports_dir) -> dict:
 
 
 def _fmt(value) -> str:
+    """Returns a number as the index shows it: 3 decimals below 10 (AUCs, losses, temperatures), whole numbers above
+    (images/s, counts); anything else as text."""
+    if isinstance(value, bool) or value is None:
+        return "" if value is None else str(value)
     if isinstance(value, float):
-        return f"{value:.0f}" if abs(value) >= 100 else f"{value:.4f}"
-    return html.escape(str(value))
+        if not math.isfinite(value):
+            return "n/a"
+        if abs(value) >= 10:
+            return f"{value:.0f}"
+        return f"{value:.1e}" if 0 < abs(value) < 0.001 else f"{value:.3f}"
+    return str(value)
 
 
-def _sets_table(reports_dir: Path) -> str:
-    """Returns an HTML table of every scored set of notebook 05 (the study's test split and the cross-dataset
-    ones): frame-level AUC and unit-level (video or group) AUC by both aggregations; empty before notebook 05."""
+def _stage_page(reports_dir: Path, stage_prefix: str) -> str | None:
+    """Returns the link (relative to the run folder) of the HTML report of the stage numbered ``stage_prefix``."""
+    pages = sorted((reports_dir / "html").glob(f"{stage_prefix}_*.html"))
+    return f"html/{pages[0].name}" if pages else None
+
+
+def key_figures(reports_dir) -> list[dict]:
+    """Returns the run's key figures that exist, in stage order: ``{src, href, caption}``, each linking to its
+    stage's HTML report (to the image itself where that report is missing)."""
+    reports_dir = Path(reports_dir)
+    figures = reports_dir / "figures"
+    found = [p for p in sorted(figures.glob("01_faces_*.png")) if p.stem != "01_faces_per_video"]
+    found = found or [p for p in [figures / "01_samples.png"] if p.exists()]
+    found += [figures / f"{name}.png" for name in KEY_FIGURES if (figures / f"{name}.png").exists()]
+    found += sorted(figures.glob("06_gallery_*.png"))
+    shown = []
+    for path in found:
+        src = f"figures/{path.name}"
+        caption = path.stem[3:].replace("_", " ")
+        shown.append({"src": src, "href": _stage_page(reports_dir, path.stem[:2]) or src, "caption": caption})
+    return shown
+
+
+def _sets_rows(reports_dir: Path) -> list[dict]:
+    """Returns a row per scored set of notebook 05 but validation (the study's test split and the cross-dataset
+    ones): images, frame-level AUC and its interval, unit-level (video or group) AUC by both aggregations; empty
+    before notebook 05."""
     path = reports_dir / "metrics" / "05_evaluation.json"
     if not path.exists():
-        return ""
+        return []
     sets = json.loads(path.read_text()).get("sets", {})
     rows = []
     for name, result in sets.items():
-        if name == "val":
+        if name == "val" or not isinstance(result, dict):
             continue
         groups = result.get("groups", {})
-        cells = [result.get("n"), result.get("raw@0.5", {}).get("auc"), groups.get("unit", "group"),
+        interval = result.get("bootstrap_95", {}).get("auc")
+        cells = [result.get("n"), result.get("raw@0.5", {}).get("auc"),
+                 " to ".join(_fmt(v) for v in interval) if interval else "", groups.get("unit", "group"),
                  groups.get("units"), groups.get("mean", {}).get("auc"), groups.get("confident", {}).get("auc")]
-        rows.append(f"<tr><td>{html.escape(name)}</td>" + "".join(f"<td>{_fmt(c)}</td>" for c in cells) + "</tr>")
-    return ("<h2>Scored sets (notebook 05)</h2><table><tr><th>set</th><th>images</th><th>frame AUC</th><th>unit</th>"
-            "<th>units</th><th>unit AUC (mean)</th><th>unit AUC (confident)</th></tr>" + "".join(rows) + "</table>")
+        rows.append({"name": name, "cells": [_fmt(c) for c in cells]})
+    return rows
 
 
-def _mim_bench_section(reports_dir: Path) -> str:
+def _mim_benches(reports_dir: Path) -> list[dict]:
     """Returns the results of ``make bench-mim`` for this profile (MIM against random initialisation with the same
     budget: each arm's validation and test AUC, fine-tuning epochs and wall time, and its figure), where the
     benchmark has been run into this reports root's ``bench/``; else nothing."""
@@ -105,45 +143,30 @@ def _mim_bench_section(reports_dir: Path) -> str:
         for arm, label in (("mim", "MIM pretraining, then fine-tuning"), ("none", "random initialisation")):
             if arm in result:
                 r = result[arm]
-                cells = [label, r["val_auc"], r["test_auc"], r["p2_epochs"], f"{r['minutes_total']:.1f}"]
-                rows.append("<tr>" + "".join(f"<td>{_fmt(c)}</td>" for c in cells) + "</tr>")
+                rows.append([label, _fmt(r["val_auc"]), _fmt(r["test_auc"]), _fmt(r["p2_epochs"]),
+                             f"{r['minutes_total']:.1f}"])
         figure = path.with_suffix(".png")
-        image = (f'<p><img src="../bench/{html.escape(figure.name)}" style="max-width:100%"></p>'
-                 if figure.exists() else "")
         gain = result.get("mim_minus_random_test_auc")
-        sections.append(
-            f"<h2>MIM against random initialisation, same budget (<code>make bench-mim</code>, "
-            f"{html.escape(str(result.get('data', '')))})</h2><table><tr><th>arm</th><th>validation AUC</th>"
-            f"<th>test AUC</th><th>phase-2 epochs</th><th>minutes, notebooks 01-05</th></tr>{''.join(rows)}</table>"
-            + (f"<p>MIM minus random, test AUC: <b>{gain:+.3f}</b></p>" if gain is not None else "") + image)
-    return "".join(sections)
+        sections.append({"data": str(result.get("data", "")), "rows": rows,
+                         "gain": f"{gain:+.3f}" if gain is not None else None,
+                         "figure": f"../bench/{figure.name}" if figure.exists() else None})
+    return sections
 
 
 def build_index(reports_dir) -> str:
-    """Returns the HTML of the report index: each stage's report link and its headline numbers."""
+    """Returns the HTML of the report index: each stage's report link and its headline numbers, thumbnails of the key
+    figures, the scored sets and any ``make bench-mim`` result."""
     reports_dir = Path(reports_dir)
-    rows, is_demo = [], False
+    stages, is_demo = [], False
     for page in sorted((reports_dir / "html").glob("*.html")):
         metrics_path = reports_dir / "metrics" / f"{page.stem}.json"
         headline = json.loads(metrics_path.read_text()).get("headline", {}) if metrics_path.exists() else {}
         is_demo = is_demo or bool(headline.get("data") == "built-in demo set")
-        numbers = "<br>".join(f"{html.escape(k)}: <b>{_fmt(v)}</b>" for k, v in headline.items())
-        rows.append(f'<tr><td><a href="html/{page.name}">{html.escape(page.stem)}</a></td><td>{numbers}</td></tr>')
-    note = f'<p class="note">{DEMO_NOTE}</p>' if is_demo else ""
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>dfcore report: {html.escape(reports_dir.name)}</title>
-<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}} td{{padding:.4em 1em;vertical-align:top;
-border-bottom:1px solid #ddd}} .note{{background:#fff4d6;padding:.6em}}</style></head>
-<body><h1>Deepfake-detection study: profile <code>{html.escape(reports_dir.name)}</code></h1>
-{note}
-<table><tr><th>stage</th><th>headline numbers</th></tr>
-{''.join(rows)}
-</table>
-{_sets_table(reports_dir)}
-{_mim_bench_section(reports_dir)}
-<p><a href="run_manifest.json">run_manifest.json</a>: git commit, package versions, parameters, data manifest hashes.</p>
-</body></html>
-"""
+        stages.append({"name": page.stem, "href": f"html/{page.name}",
+                       "headline": [(k, _fmt(v)) for k, v in headline.items()]})
+    return render("index.html.j2", profile=reports_dir.name, demo_note=DEMO_NOTE if is_demo else "", stages=stages,
+                  figures=key_figures(reports_dir), sets=_sets_rows(reports_dir),
+                  benches=_mim_benches(reports_dir))
 
 
 def main(argv=None) -> None:
