@@ -93,7 +93,7 @@ def profile_checks(profile: str, *, data_dir: str = "", root: Path = ROOT) -> li
         found.append(Check("data", True, "the built-in demo set (generated on the first run)"))
     for stage, values in params.items():
         weights = values.get("pretrained_file")
-        if values.get("init") == "file":
+        if values.get("p1_init") == "file":
             ok = bool(weights) and _named_path(weights, root).is_file()
             found.append(Check(f"weights ({stage})", ok, f"{weights or '(none given)'}" + (
                 "" if ok else ": not found; download the timm weights once (README, 'Pretrained weights')")))

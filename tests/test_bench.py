@@ -2,15 +2,15 @@ import pytest
 import torch
 
 from dfcore.bench import _RecipeDataset
-from dfcore.params import stage_parameters
+from dfcore.params import load_config
 from dfcore.datasets import build_manifest, split_loader
 
 
-def test_benchmark_notebooks_get_their_parameters_layered_as_make_layers_them():
-    params = stage_parameters("02_mim_pretrain", "smoke", reports_root="/tmp/x")
-    assert params["mim_epochs"] == 1 and params["image_size"] == 64  # the smoke profile's values won
-    assert params["backbone"] == "resnet10t" and params["seed"] == 0  # the notebook's own file, common.yaml
-    assert params["profile"] == "smoke" and params["reports_root"] == "/tmp/x"
+def test_benchmark_stages_get_their_parameters_layered_as_make_layers_them():
+    config = load_config("02_mim_pretrain", "smoke", reports_root="/tmp/x")
+    assert config.mim_epochs == 1 and config.image_size == 64  # the smoke profile's values won
+    assert config.backbone == "resnet10t" and config.seed == 0  # the declared defaults
+    assert config.profile == "smoke" and config.reports_root == "/tmp/x"
 
 
 def test_recipe_baseline_does_the_trainers_augmentation_work_on_pil_decoded_images(kaggle_root):

@@ -20,7 +20,7 @@ def _project(tmp_path, profile_files: dict):
 def test_missing_weights_data_and_extra_sets_are_named(tmp_path):
     root = _project(tmp_path, {
         "01_data_manifests.yaml": "data_dir: data/faces\n",
-        "03_phase1_head.yaml": "init: file\npretrained_file: weights/none.safetensors\n",
+        "03_phase1_head.yaml": "p1_init: file\npretrained_file: weights/none.safetensors\n",
         "05_evaluation.yaml": "extra_eval_sets: [cross, {path: videos, include: '*'}]\n",
     })
     (root / "cross").mkdir()

@@ -19,6 +19,8 @@ import albumentations as A
 import numpy as np
 import pandas as pd
 
+from dfcore.datasets.manifest import read_rgb
+
 _VERSION = 1  # bump when what is stored changes
 
 
@@ -69,7 +71,6 @@ class DecodeCache:
         the other files of ``name``."""
         from tqdm import tqdm
 
-        from dfcore.datasets.dataset import read_rgb
 
         path, stamp = self.path, self.path.with_suffix(".json")
         if path.is_file() and stamp.is_file() and json.loads(stamp.read_text()).get("key") == key:

@@ -12,17 +12,9 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, Sequen
 
 from dfcore.datasets.blending import BlendSettings, SelfBlender, parse_landmarks, training_rows
 from dfcore.datasets.cache import DecodeCache
-from dfcore.datasets.manifest import DataError
+from dfcore.datasets.manifest import read_rgb
 from dfcore.distributed import ShardedSampler, context
 from dfcore.datasets.transforms import build_transforms
-
-
-def read_rgb(path) -> np.ndarray:
-    """Returns the image at ``path`` as an HxWx3 uint8 RGB array; a `DataError` naming it if it cannot be read."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise DataError(f"Cannot read image {path}: it is missing or corrupt. Rebuild the manifests (notebook 01).")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 class ManifestDataset(Dataset):

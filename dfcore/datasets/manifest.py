@@ -35,6 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 from PIL import Image
@@ -59,6 +60,14 @@ _SHOWN = 20  # files named in one error message; the rest are counted
 
 class DataError(ValueError):
     """Bad input data: the message names the files or folder and says how to fix it."""
+
+
+def read_rgb(path) -> np.ndarray:
+    """Returns the image at ``path`` as an HxWx3 uint8 RGB array; a `DataError` naming it if it cannot be read."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise DataError(f"Cannot read image {path}: it is missing or corrupt. Rebuild the manifests (notebook 01).")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 @dataclass

@@ -263,7 +263,7 @@ def read_run(run_dir, root: str = "", expected_stages: list[str] | None = None) 
                                                                                            "03_phase1_head")
     backbone = head.get("backbone") or p03.get("backbone") or evaluation.get("backbone")
     size = _number(p03.get("image_size"))
-    init = head.get("init") or p03.get("init")
+    init = head.get("init") or p03.get("p1_init") or p03.get("init")  # init: the name before p1_init
     init = str(init) if init is not None else None
     weights = WEIGHTS.get(init, init)
     if init == "file" and p03.get("pretrained_file"):
