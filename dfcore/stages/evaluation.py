@@ -102,8 +102,6 @@ def run(config: Config) -> EvaluationResult:
                                          group_min_share=c.group_min_share), study.checkpoint)
     rule = load_decision_rule(study.checkpoint)
     study = study.with_rule(rule)
-    print(f"temperature {rule.temperature:.4f} (fitted {rule.fitted_temperature:.4g}), threshold "
-          f"{rule.threshold:.4f} on calibrated P(fake) ({rule.rule} point on {rule.fitted_on})")
 
     results = {}
     for name, s in scores.items():
