@@ -97,7 +97,7 @@ test: $(STAMP) ## run the test suite (includes one end-to-end run of all noteboo
 	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP) ## run the benchmarks; results are written to reports/bench/*.json
-	$(PY) -m dfcore.bench --out $(REPORTS_ROOT)/bench --shared-data $(SHARED_DATA)
+	$(PY) -m dfcore.bench --out $(REPORTS_ROOT)/bench --shared-data $(SHARED_DATA) --predict-profile dfdc-cpu
 
 # The profile's report index shows the result: rebuilt here when the profile has been reproduced already.
 bench-mim: $(STAMP) ## MIM vs random init, phases 1+2, val/test AUC (PROFILE, DATA_DIR; long): reports/bench/*.json

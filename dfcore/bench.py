@@ -30,7 +30,7 @@ from dfcore.params import load_config
 from dfcore.runtime import amp_dtype, seed_everything
 from dfcore.trainers import ClassifierTask, build_optimizer, build_scheduler, train_one_epoch, unfreeze_last
 
-SHARED_DATA = Path("../shared/data")  # set by --shared-data
+SHARED_DATA = Path("/nonexistent")  # the folder of real data sets, set by --shared-data (make: ../shared/data)
 
 
 def _median_seconds(fn, repeats: int) -> tuple[float, list[float]]:
@@ -112,7 +112,7 @@ def bench_trainer_vs_recipe(backbone: str = "mobilenetv2_100", image_size: int =
     image decoded and resized once, built before the timed epochs); ``*_in_memory`` steps on one
     batch held in memory (no loading at all): no data-path work can beat that rate. Same
     model, data and machine, in one run: the training images of ``dfdc_faces_small`` when
-    ``../shared`` is present, else of the demo set. Medians of ``repeats`` runs (epochs,
+    ``--shared-data`` holds it, else of the demo set. Medians of ``repeats`` runs (epochs,
     after one warm-up epoch).
     """
     with tempfile.TemporaryDirectory() as tmp:
@@ -286,8 +286,9 @@ def _predict_checkpoint(folder: Path, profile: str, reports_root="reports") -> t
     return path, f"untrained {config.backbone} at {config.image_size} px ({profile}'s backbone; not trained yet)"
 
 
-def bench_predict(frames: int = 32, repeats: int = 3, profile: str = "dfdc-cpu") -> dict:
-    """Returns the speed of ``predict`` on ../shared/data/videos_sample: seconds per video split into decode,
+def bench_predict(frames: int = 32, repeats: int = 3, profile: str = "demo") -> dict:
+    """Returns the speed of ``predict`` on the videos of ``<shared data>/videos_sample``: seconds per video split into
+    decode,
     face detection and classification (model loaded, medians of ``repeats``), and the end-to-end wall time of
     ``python -m dfcore predict`` on the whole folder, command start included, with ``profile``'s model. Targets:
     4 s per 10-second 1080p video (32 frames), 50 s for a folder of ten."""
@@ -298,7 +299,7 @@ def bench_predict(frames: int = 32, repeats: int = 3, profile: str = "dfdc-cpu")
 
     videos = sorted((SHARED_DATA / "videos_sample").rglob("*.mp4"))
     if not videos:
-        return {"skipped": "../shared/data/videos_sample is absent"}
+        return {"skipped": f"{SHARED_DATA / 'videos_sample'} is absent (give --shared-data)"}
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint, which = _predict_checkpoint(Path(tmp), profile)
         predictor = Predictor.load(checkpoint, device="cpu", frames=frames)
@@ -355,11 +356,11 @@ def main(argv=None) -> None:
     parser.add_argument("--crop-matching", action="store_true",
                         help="only rescore a trained profile's extra sets with its own crops and the default ones")
     parser.add_argument("--reports-root", default="reports", help="where the trained profile of --crop-matching is")
-    parser.add_argument("--shared-data", default="../shared/data", help="the real data sets (dfdc_faces_small, "
-                                                                         "videos_sample); the demo set where absent")
-    parser.add_argument("--predict-profile", default="dfdc-cpu", help="the profile whose model the predict bench uses")
+    parser.add_argument("--shared-data", default="", help="the folder of real data sets (dfdc_faces_small, "
+                                                          "videos_sample); without it, the demo set")
+    parser.add_argument("--predict-profile", default="demo", help="the profile whose model the predict bench uses")
     args = parser.parse_args(argv)
-    SHARED_DATA = Path(args.shared_data)
+    SHARED_DATA = Path(args.shared_data) if args.shared_data else SHARED_DATA
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     machine = {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads()}

@@ -311,9 +311,7 @@ def read_run(config: TrainingConfig) -> StageRun:
 
 def train(config: TrainingConfig) -> StageRun:
     """Returns the run of the stage of ``config``: trained here with one process, or under torchrun with several."""
-    if config.processes > 1:
-        return launch_torchrun(config)
-    return train_here(config)
+    return launch_torchrun(config) if config.processes > 1 else train_here(config)
 
 
 def with_changes(config, **changes):
