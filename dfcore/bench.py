@@ -288,8 +288,7 @@ def _predict_checkpoint(folder: Path, profile: str, reports_root="reports") -> t
 
 def bench_predict(frames: int = 32, repeats: int = 3, profile: str = "demo") -> dict:
     """Returns the speed of ``predict`` on the videos of ``<shared data>/videos_sample``: seconds per video split into
-    decode,
-    face detection and classification (model loaded, medians of ``repeats``), and the end-to-end wall time of
+    decode, face detection and classification (model loaded, medians of ``repeats``), and the end-to-end wall time of
     ``python -m dfcore predict`` on the whole folder, command start included, with ``profile``'s model. Targets:
     4 s per 10-second 1080p video (32 frames), 50 s for a folder of ten."""
     import subprocess
