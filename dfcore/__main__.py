@@ -28,7 +28,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True,
                    help="a study's reports folder, reports/<profile> (its model: the ensemble when notebook 04 trained "
                         "one, else checkpoints/phase2/best.pt), or a checkpoint file")
-    p.add_argument("--out", help=f"folder for {PREDICTIONS}, Grad-CAM overlays and video timelines")
+    p.add_argument("--out", help=f"folder for {PREDICTIONS}, report.html, face crops, Grad-CAM overlays and video "
+                                 "timelines")
     p.add_argument("--frames", type=int, help="frames sampled evenly from each video (default: as many as the "
                                                 "study's training videos, notebook 01's frames_per_video)")
     p.add_argument("--cam", action="store_true", help="write Grad-CAM overlays (the most suspicious faces/frames)")
@@ -175,7 +176,7 @@ def predict_command(args) -> int:
     sink = None
     if out_dir:
         if (out_dir / PREDICTIONS).exists():  # --overwrite, and the checkpoint and inputs are good: the old run goes
-            for folder in ("cams", "timelines"):
+            for folder in ("cams", "timelines", "faces"):
                 shutil.rmtree(out_dir / folder, ignore_errors=True)
         out_dir.mkdir(parents=True, exist_ok=True)
         sink = open(out_dir / PREDICTIONS, "w")
@@ -191,6 +192,10 @@ def predict_command(args) -> int:
     finally:
         if sink:
             sink.close()
+    if out_dir:
+        from dfcore.reporting.predictions import write_predict_report
+
+        print(f"report: {write_predict_report(records, out_dir, predictor.describe())}", file=sys.stderr)
     print(_summary(records), file=sys.stderr)
     timings = ", ".join(f"{k} {v:.2f} s" for k, v in predictor.timings.items() if v)
     print(f"time: {timings}", file=sys.stderr)

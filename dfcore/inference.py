@@ -243,20 +243,37 @@ def _save(fig, path: Path) -> str:
     return str(path)
 
 
-def _cam_figure(predictor: Predictor, crops, titles, path: Path, suptitle: str) -> str:
-    from dfcore.reporting import plot_overlays
+FACE_SIDE = 160  # px: the face crops and CAM overlays saved for report.html stay small
+SHOWN_FACES = 8  # an image's faces kept as crops and CAMs, most suspicious first
+
+
+def _save_face(image: np.ndarray, path: Path) -> str:
+    """Writes an RGB face image as a JPEG of at most `FACE_SIDE` px; returns its path."""
+    side = max(image.shape[:2])
+    if side > FACE_SIDE:
+        image = cv2.resize(image, None, fx=FACE_SIDE / side, fy=FACE_SIDE / side, interpolation=cv2.INTER_AREA)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
+    return str(path)
+
+
+def _cam_figure(predictor: Predictor, crops, titles, path: Path, suptitle: str) -> tuple[str, list[np.ndarray]]:
+    """Writes the Grad-CAM figure of ``crops``; returns its path and each crop's overlay (model input size)."""
+    from dfcore.reporting import heat_overlay, plot_overlays
 
     side = predictor.image_size
     start = time.perf_counter()
     maps = predictor.cams(crops)
     predictor._tick("cam", start)
     shown = [cv2.resize(c, (side, side), interpolation=cv2.INTER_AREA) for c in crops]
-    return _save(plot_overlays(shown, maps, titles, suptitle=suptitle, ncols=len(crops)), path)
+    figure = _save(plot_overlays(shown, maps, titles, suptitle=suptitle, ncols=min(len(crops), 4)), path)
+    return figure, [heat_overlay(image, heat) for image, heat in zip(shown, maps)]
 
 
 def iter_predictions(predictor: Predictor, files, *, out_dir=None, cam: bool = False, cam_frames: int = 3):
-    """Yields one record per file (see `Predictor.__call__`), writing under ``out_dir`` (when given) its Grad-CAM
-    overlay (``cam``, which needs ``out_dir``) and, for a video, its confidence timeline."""
+    """Yields one record per file (see `Predictor.__call__`), writing under ``out_dir`` (when given) the face crops
+    shown in report.html (an image's faces, a video's most suspicious frames: ``crop`` in their face or frame row),
+    their Grad-CAM overlays and figure (``cam``, which needs ``out_dir``) and, for a video, its confidence timeline."""
     import pandas as pd
 
     from dfcore.reporting import plot_timeline
@@ -272,24 +289,37 @@ def iter_predictions(predictor: Predictor, files, *, out_dir=None, cam: bool = F
                                                      prob=record["prob_fake"], aggregate=predictor.aggregate,
                                                      title=f"{path.name}: {record['decision']}"),
                                        out_dir / "timelines" / f"{name}.png")
-        if cam and crops:
-            if record["kind"] == "video":  # the most suspicious frames
-                top = sorted(range(len(rows)), key=lambda i: -rows[i]["prob_fake"])[:cam_frames]
-                shown, titles = [crops[i] for i in top], [f"frame {rows[i]['frame']}: {rows[i]['prob_fake']:.3f}"
-                                                          for i in top]
-            else:
-                shown = crops[:4]
-                titles = [f"face {i}: {f['prob_fake']:.3f}" for i, f in enumerate(record["faces"][:4])]
-            record["cam"] = _cam_figure(predictor, shown, titles, out_dir / "cams" / f"{name}.png",
-                                        f"{path.name}: Grad-CAM of P(fake), {record['decision']}")
+        if not (out_dir and crops):
+            yield record
+            continue
+        if record["kind"] == "video":  # the most suspicious frames
+            top = sorted(range(len(rows)), key=lambda i: -rows[i]["prob_fake"])[:cam_frames]
+            shown, titles, holders = ([crops[i] for i in top], [f"frame {rows[i]['frame']}: {rows[i]['prob_fake']:.3f}"
+                                                                for i in top], [rows[i] for i in top])
+        else:
+            holders = record["faces"][:SHOWN_FACES]
+            shown, titles = crops[:SHOWN_FACES], [f"face {i}: {f['prob_fake']:.3f}" for i, f in enumerate(holders)]
+        for i, (crop, holder) in enumerate(zip(shown, holders)):
+            holder["crop"] = _save_face(crop, out_dir / "faces" / f"{name}_{i}.jpg")
+        if cam:
+            record["cam"], overlays = _cam_figure(predictor, shown, titles, out_dir / "cams" / f"{name}.png",
+                                                  f"{path.name}: Grad-CAM of P(fake), {record['decision']}")
+            for i, (overlay, holder) in enumerate(zip(overlays, holders)):
+                holder["crop_cam"] = _save_face(overlay, out_dir / "faces" / f"{name}_{i}_cam.jpg")
         yield record
 
 
 def predict(paths, checkpoint, *, out_dir=None, cam: bool = False, frames: int | None = None, threshold: float | None = None,
             detect: bool = True, aggregate: str = "confident", device: str = "auto") -> list[dict]:
     """Returns one record per image or video under ``paths`` (files, or folders searched recursively), scored by
-    the phase-2 ``checkpoint``: the Python face of ``python -m dfcore predict``, for JupyterLab."""
+    the phase-2 ``checkpoint``: the Python face of ``python -m dfcore predict``, for JupyterLab. With ``out_dir``, its
+    crops, figures and ``report.html`` are written there (``predictions.jsonl`` is the command's)."""
     predictor = Predictor.load(checkpoint, device=device, threshold=threshold, detect=detect, frames=frames,
                                aggregate=aggregate)
     files, _ = list_inputs(paths)
-    return list(iter_predictions(predictor, files, out_dir=out_dir, cam=cam))
+    records = list(iter_predictions(predictor, files, out_dir=out_dir, cam=cam))
+    if out_dir:
+        from dfcore.reporting.predictions import write_predict_report
+
+        write_predict_report(records, out_dir, predictor.describe())
+    return records

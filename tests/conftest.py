@@ -93,3 +93,37 @@ def interrupt_at(monkeypatch):
         monkeypatch.setattr(loop, "reseed_epoch", stop)
 
     return arm
+
+
+PREDICT_CROP = {"frames_per_video": 4, "size": 64, "min_face": 30}  # CropSettings of the tiny predict checkpoint
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory):
+    """A small classifier checkpoint as notebooks 04 and 05 leave it: weights, crop settings, decision rule."""
+    from dfcore import LABELS
+    from dfcore.checkpoint import save_checkpoint
+    from dfcore.datasets import CropSettings
+    from dfcore.evaluation.decision import DecisionRule, save_decision_rule
+    from dfcore.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("resnet10t", image_size=32)
+    path = tmp_path_factory.mktemp("ckpt") / "best.pt"
+    save_checkpoint({"kind": "classifier", "backbone": "resnet10t", "image_size": 32, "drop_rate": 0.0,
+                     "label_map": LABELS, "model": model.state_dict(),
+                     "face_crop": CropSettings(**PREDICT_CROP).as_dict()}, path)
+    save_decision_rule(DecisionRule(temperature=2.0, threshold=0.5, rule="eer", fitted_on="val"), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def inputs(tmp_path_factory):
+    """A folder to predict on: one face photo, two faces side by side, a 10-frame video and a text file."""
+    folder = tmp_path_factory.mktemp("inputs")
+    Image.fromarray(face_photo(320)).save(folder / "face.jpg")
+    two = np.concatenate([face_photo(320), np.roll(face_photo(320), 40, axis=0)], axis=1)  # two faces side by side
+    Image.fromarray(two).save(folder / "two.png")
+    write_video(folder / "clip.mp4", frames=10)
+    (folder / "notes.txt").write_text("not an image")
+    return folder

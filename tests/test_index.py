@@ -1,41 +1,17 @@
 """A profile's ``index.html`` (dfcore.reporting.index), and both HTML pages (it and the comparison of runs) as headless
 Chromium renders them: every image loads and nothing is blank."""
 
-import html
 import json
 import re
-import shutil
-import subprocess
 
-import numpy as np
-import pytest
-from PIL import Image
-
+from browser import blank, needs_chromium, render_page
 from conftest import write_image
 from dfcore.reporting.compare import write_comparison
 from dfcore.reporting.index import build_index
 from test_compare import STAGES, _write, make_run
 
-CHROMIUM = shutil.which("chromium")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 FIGURES = ["01_faces_fake", "01_faces_real", "01_faces_per_video", "01_samples", "02_mim_loss", "05_roc",
            "05_reliability_test", "05_robustness", "06_gallery_TP", "06_gallery_FN"]
-# After the page's load event, a <pre id="probe"> lists its images, those that did not load and those not shown.
-PROBE = """<script>
-addEventListener("load", () => {
-  const images = Array.from(document.images);
-  const src = i => i.getAttribute("src");
-  const probe = document.createElement("pre");
-  probe.id = "probe";
-  probe.textContent = JSON.stringify({
-    images: images.map(src),
-    broken: images.filter(i => !(i.complete && i.naturalWidth > 0)).map(src),
-    unshown: images.filter(i => i.getBoundingClientRect().width < 2).map(src),
-    text: document.body.innerText.trim().length});
-  document.body.appendChild(probe);
-});
-</script>"""
 
 
 def make_profile(root, profile="demo", *, stages=STAGES):
@@ -83,27 +59,7 @@ def test_index_without_a_contact_sheet_of_faces_shows_the_samples_and_links_figu
     assert "not a benchmark" in page and 'href="html/06_gradcam_gallery.html"' not in page
 
 
-def _render(page, tmp_path) -> dict:
-    """Returns what the probe saw of ``page`` in headless Chromium, after writing its screenshot beside it."""
-    probed = page.with_name(f"probed_{page.name}")
-    probed.write_text(page.read_text().replace("</body>", PROBE + "</body>"))
-    command = [CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'chromium'}", "--virtual-time-budget=5000"]
-    dom = subprocess.run(command + ["--dump-dom", probed.as_uri()], capture_output=True, text=True, timeout=120)
-    found = re.search(r'<pre id="probe">(.*?)</pre>', dom.stdout, re.S)
-    assert found, f"no probe in Chromium's DOM (exit {dom.returncode}): {dom.stderr[-1500:]}"
-    shot = page.with_suffix(".screenshot.png")
-    subprocess.run(command + ["--window-size=1280,1400", f"--screenshot={shot}", page.as_uri()], capture_output=True,
-                   timeout=120, check=True)
-    return {**json.loads(html.unescape(found.group(1))), "screenshot": shot}
-
-
-def _blank(path) -> bool:
-    pixels = np.asarray(Image.open(path).convert("L"), dtype=float)
-    return pixels.std() < 3 or (pixels < 200).mean() < 0.005  # one colour, or hardly anything drawn
-
-
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (/usr/bin/chromium): "
-                                             "`apt-get install chromium` to render the report pages")
+@needs_chromium
 def test_the_pages_render_in_chromium_with_every_image_loaded(tmp_path):
     root = tmp_path / "reports"
     run = make_profile(root, "demo")
@@ -111,10 +67,10 @@ def test_the_pages_render_in_chromium_with_every_image_loaded(tmp_path):
     (run / "index.html").write_text(build_index(run))
     paths = write_comparison([root])
     for page, images in ((run / "index.html", 7), (paths["index.html"], 1)):
-        seen = _render(page, tmp_path)
+        seen = render_page(page, tmp_path)
         assert len(seen["images"]) == images, seen
         assert seen["broken"] == [] and seen["unshown"] == [], seen
         assert seen["text"] > 500
-        assert not _blank(seen["screenshot"]), f"{seen['screenshot']} is blank"
+        assert not blank(seen["screenshot"]), f"{seen['screenshot']} is blank"
         for src in seen["images"]:
-            assert not _blank(page.parent / src), f"{src} is blank"
+            assert not blank(page.parent / src), f"{src} is blank"

@@ -10,7 +10,6 @@ import pytest
 import torch
 from PIL import Image
 
-from dfcore import LABELS
 from dfcore.__main__ import main
 from dfcore.checkpoint import load_checkpoint, save_checkpoint
 from dfcore.datasets import CropSettings
@@ -18,32 +17,7 @@ from dfcore.evaluation.decision import DecisionRule, save_decision_rule
 from dfcore.evaluation.groups import confident_mean
 from dfcore.inference import Predictor, predict
 from dfcore.models import build_model, save_ensemble
-from conftest import ROOT, face_photo, write_video
-
-CROP = CropSettings(frames_per_video=4, size=64, min_face=30)
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    """A small classifier checkpoint as notebooks 04 and 05 leave it: weights, crop settings, decision rule."""
-    torch.manual_seed(0)
-    model = build_model("resnet10t", image_size=32)
-    path = tmp_path_factory.mktemp("ckpt") / "best.pt"
-    save_checkpoint({"kind": "classifier", "backbone": "resnet10t", "image_size": 32, "drop_rate": 0.0,
-                     "label_map": LABELS, "model": model.state_dict(), "face_crop": CROP.as_dict()}, path)
-    save_decision_rule(DecisionRule(temperature=2.0, threshold=0.5, rule="eer", fitted_on="val"), path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("inputs")
-    Image.fromarray(face_photo(320)).save(folder / "face.jpg")
-    two = np.concatenate([face_photo(320), np.roll(face_photo(320), 40, axis=0)], axis=1)  # two faces side by side
-    Image.fromarray(two).save(folder / "two.png")
-    write_video(folder / "clip.mp4", frames=10)
-    (folder / "notes.txt").write_text("not an image")
-    return folder
+from conftest import PREDICT_CROP, ROOT, face_photo
 
 
 def _run(*args):
@@ -83,7 +57,7 @@ def test_several_faces_each_scored_and_the_most_suspicious_decides(checkpoint, i
     probs = [f["prob_fake"] for f in record["faces"]]
     assert len(probs) == 1  # keep='largest' in the checkpoint's settings
     all_faces = Predictor.load(checkpoint)
-    all_faces.crop = CropSettings(**{**CROP.as_dict(), "keep": "all"})
+    all_faces.crop = CropSettings(**PREDICT_CROP, keep="all")
     all_faces.detector = type(all_faces.detector)(all_faces.crop)
     record, _, _ = all_faces(inputs / "two.png")
     probs = [f["prob_fake"] for f in record["faces"]]

@@ -2,6 +2,7 @@
 wrote; where files live is `dfcore.artifacts`)."""
 
 from dfcore.reporting.figures import (
+    heat_overlay,
     plot_confusion,
     plot_face_counts,
     plot_face_geometry,
@@ -22,6 +23,7 @@ from dfcore.reporting.browser import browser
 
 __all__ = [
     "browser",
+    "heat_overlay",
     "plot_confusion",
     "plot_face_counts",
     "plot_face_geometry",

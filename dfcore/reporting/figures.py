@@ -170,6 +170,13 @@ def plot_overlays(images, maps, titles, *, suptitle: str, ncols: int = 4):
     return fig
 
 
+def heat_overlay(image: np.ndarray, heat: np.ndarray, *, alpha: float = 0.5) -> np.ndarray:
+    """Returns the HxWx3 uint8 ``image`` with its HxW map in [0, 1] laid over it in the 'jet' colours of
+    `plot_overlays` (same scale and opacity), as one image to save."""
+    colours = plt.get_cmap("jet")(np.clip(heat, 0, 1))[..., :3] * 255
+    return np.round((1 - alpha) * image + alpha * colours).astype(np.uint8)
+
+
 def plot_timeline(frames: pd.DataFrame, *, threshold: float, prob: float, aggregate: str, title: str):
     """Returns calibrated P(fake) per sampled frame against time (``frames``: time_s or frame, prob_fake), with
     the decision threshold and the video's aggregated score."""
