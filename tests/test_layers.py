@@ -10,18 +10,13 @@ LAYERS = [
     {"datasets", "models"},
     {"trainers", "evaluation", "explain"},
     {"study", "reporting"},
-    {"stages", "inference", "bench", "doctor", "__main__", "reporting.widget"},
+    {"stages", "inference", "widget", "bench", "doctor", "__main__"},
 ]
-# The predict widget lives beside the report cards it shows, but it scores with `inference`: it sits with the commands.
 
 
 def _layer(module: str) -> int:
-    parts = module.split(".")[1:] or ["__init__"]
-    for depth in range(len(parts), 0, -1):  # the most specific name listed: reporting.widget before reporting
-        found = [i for i, names in enumerate(LAYERS) if ".".join(parts[:depth]) in names]
-        if found:
-            return found[0]
-    raise KeyError(f"{module} is in no layer")
+    top = module.split(".")[1] if module.count(".") else "__init__"
+    return next(i for i, names in enumerate(LAYERS) if top in names)
 
 
 def _imports(path):

@@ -1,5 +1,5 @@
 """``report.html`` of ``python -m dfcore predict --out`` (dfcore.reporting.predictions) and the JupyterLab widget that
-shows the same cards (dfcore.reporting.widget)."""
+shows the same cards (dfcore.widget)."""
 
 import json
 import re
@@ -109,7 +109,7 @@ def test_the_report_renders_in_chromium_with_every_image_loaded(report, tmp_path
 
 
 def test_the_widget_scores_an_upload_and_shows_its_card_without_a_frontend(checkpoint, inputs):
-    from dfcore.reporting.widget import predict_cards, predict_widget
+    from dfcore.widget import predict_cards, predict_widget
 
     widget = predict_widget(checkpoint, cam=True)
     (upload, button), shown = widget.children[0].children, widget.children[1]

@@ -1,8 +1,8 @@
 """A JupyterLab widget that scores an uploaded image or video with a trained study and shows its ``report.html`` card.
 
-``from dfcore.reporting.widget import predict_widget; predict_widget("reports/<profile>")``. It scores with
-`dfcore.inference.Predictor`, so unlike the rest of `dfcore.reporting` it sits with the commands in the layers
-(tests/test_layers.py): nothing below imports it.
+``from dfcore.widget import predict_widget; predict_widget("reports/<profile>")``. It scores with
+`dfcore.inference.Predictor` and shows the cards of `dfcore.reporting.predictions`; notebook 06 shows it when
+``interactive`` is true.
 """
 
 from __future__ import annotations
