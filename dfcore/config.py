@@ -86,13 +86,8 @@ class TrainingConfig(DeviceConfig):
                                "(the old run is kept aside)")
 
     @property
-    def launch(self) -> dict:
-        """The torchrun settings (`dfcore.stages.training.train`)."""
-        return {"nproc_per_node": self.nproc_per_node, "nnodes": self.nnodes, "node_rank": self.node_rank,
-                "rdzv_endpoint": self.rdzv_endpoint}
-
-    @property
     def processes(self) -> int:
+        """All the processes of the run, every node's (more than one: torchrun, `dfcore.stages.training.train`)."""
         return self.nproc_per_node * self.nnodes
 
 

@@ -6,7 +6,6 @@ results are files: ``history.csv``, ``steps.csv`` and the checkpoints, read back
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import subprocess
 import sys
@@ -313,7 +312,3 @@ def train(config: TrainingConfig) -> StageRun:
     """Returns the run of the stage of ``config``: trained here with one process, or under torchrun with several."""
     return launch_torchrun(config) if config.processes > 1 else train_here(config)
 
-
-def with_changes(config, **changes):
-    """Returns a copy of ``config`` with ``changes`` (`dataclasses.replace`)."""
-    return dataclasses.replace(config, **changes)
