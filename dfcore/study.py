@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +65,7 @@ class StudyModel:
     def image_size(self) -> int:
         return self.state["image_size"]
 
-    @property
+    @cached_property
     def normalisation(self) -> dict:
         """timm's mean and std of the backbone (an ensemble's first member's; all members share them)."""
         cfg = data_config(self.model)
@@ -76,7 +77,7 @@ class StudyModel:
         stored = self.state.get("face_crop")
         return CropSettings(**stored) if stored else None
 
-    @property
+    @cached_property
     def transform(self):
         """The evaluation transform: resize to the input size and normalise."""
         return build_transforms(self.image_size, train=False, **self.normalisation)
