@@ -35,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cam", action="store_true", help="write Grad-CAM overlays (the most suspicious faces/frames)")
     p.add_argument("--threshold", type=float, help="decide at this calibrated P(fake) instead of the validation one")
     p.add_argument("--no-detect", action="store_true", help="score whole images and frames (inputs are face crops)")
+    p.add_argument("--no-temporal", action="store_true",
+                   help="judge videos by their frames' --aggregate even where the study has a temporal head")
     p.add_argument("--aggregate", choices=AGGREGATIONS, default="confident",
                    help="video verdict from frame scores: 'confident' (default) or 'mean'")
     p.add_argument("--device", default="auto", help="'auto' (CUDA if present), 'cpu' or 'cuda'")
@@ -161,7 +163,8 @@ def predict_command(args) -> int:
         return 2
     try:
         predictor = Predictor.load(args.checkpoint, device=args.device, threshold=args.threshold,
-                                   detect=not args.no_detect, frames=args.frames, aggregate=args.aggregate)
+                                   detect=not args.no_detect, frames=args.frames, aggregate=args.aggregate,
+                                   temporal=not args.no_temporal)
     except (CheckpointError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -71,6 +71,16 @@ class StageOutputs:
         return self.phase2_dir if member == 0 else self.root / "checkpoints" / f"phase2-member{member}"
 
     @property
+    def temporal_dir(self) -> Path:
+        """The temporal heads' runs, one folder per head (``lstm/``, ``gru/``, ``attention/``)."""
+        return self.root / "checkpoints" / "temporal"
+
+    @property
+    def temporal_head(self) -> Path:
+        """The study's temporal head: the one best on validation, copied with what scoring it needs."""
+        return self.temporal_dir / "study.pt"
+
+    @property
     def ensemble(self) -> Path:
         """Notebook 04's ensemble of its phase-2 members, when it trains more than one."""
         return self.root / "checkpoints" / "ensemble.pt"

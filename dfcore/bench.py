@@ -334,7 +334,11 @@ def bench_predict(frames: int = 32, repeats: int = 3, profile: str = "demo") -> 
     return {
         "checkpoint": which, "frames_per_video": frames, "per_video": per_video,
         "frames_per_s": total_frames / total_s, "videos_per_min": 60 * len(videos) / total_s,
-        "split_s": {k: sum(v["seconds"][k] for v in per_video.values()) for k in ("decode", "detect", "classify")},
+        "split_s": {k: sum(v["seconds"][k] for v in per_video.values())
+                    for k in ("decode", "detect", "classify", "temporal")},
+        "temporal_head": predictor.judge.name if predictor.judge else None,  # "temporal": its embeddings and head
+        "temporal_s_per_1080p_video_median": statistics.median(
+            v["seconds"]["temporal"] for v in per_video.values() if v["resolution"] == "1920x1080") if hd else None,
         "seconds_per_1080p_video_median": statistics.median(hd) if hd else None,
         "target_seconds_per_1080p_video": 4.0,
         "folder_end_to_end_s": {"median": statistics.median(folder_runs), "runs": folder_runs,

@@ -64,14 +64,27 @@ _TRAINING_CODE = ("datasets", "models", "trainers", "stages/training.py", "confi
                   "evaluation/predict.py", "evaluation/sets.py", "runtime.py", "checkpoint.py")
 
 
-def training_code_sha256() -> str:
-    """Returns one sha256 over the source files of the code that training depends on (`_TRAINING_CODE`)."""
+# The temporal heads' own code: a run of a head hashes it in its metadata (`TEMPORAL_CODE`), and editing it never
+# re-runs phases 1 and 2, which do not use it.
+TEMPORAL_CODE = ("models/temporal.py", "trainers/temporal.py")
+
+
+def code_sha256(parts=_TRAINING_CODE, *, leave_out=()) -> str:
+    """Returns one sha256 over the source files of ``parts`` (folders or files of the package) but ``leave_out``."""
     package = Path(__file__).resolve().parent
     digest = hashlib.sha256()
-    for part in _TRAINING_CODE:
+    for part in parts:
         for path in sorted((package / part).rglob("*.py")) if (package / part).is_dir() else [package / part]:
-            digest.update(path.relative_to(package).as_posix().encode() + path.read_bytes())
+            name = path.relative_to(package).as_posix()
+            if name not in leave_out:
+                digest.update(name.encode() + path.read_bytes())
     return digest.hexdigest()
+
+
+def training_code_sha256() -> str:
+    """Returns one sha256 over the source files of the code that training depends on (`_TRAINING_CODE`, the temporal
+    heads' aside)."""
+    return code_sha256(_TRAINING_CODE, leave_out=TEMPORAL_CODE)
 
 
 def run_key(meta: dict) -> str:

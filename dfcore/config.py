@@ -60,6 +60,11 @@ class StageConfig:
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def run_params(self, run: str = "") -> dict:
+        """Returns the parameters of one of the stage's runs: those declared for ``run`` (e.g. 'temporal'), or, by
+        default, those declared for no separate run (what the stage's main training reads)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata.get("run", "") == run}
+
 
 @dataclass(kw_only=True)
 class DeviceConfig(StageConfig):
@@ -102,6 +107,10 @@ class DataConfig(StageConfig):
     demo_crops_per_photo: int = param(120, "real crops per source photograph (and as many fakes)")
     val_ratio: float = param(0.1, "plain real/ + fake/ layout only: share of groups for validation")
     test_ratio: float = param(0.1, "plain real/ + fake/ layout only: share of groups for test")
+    val_groups: list = param([], "plain layout: the groups (metadata.csv's group column, e.g. a source video) that "
+                                 "go to validation; with test_groups, every other group goes to train and the "
+                                 "ratios are not used")
+    test_groups: list = param([], "plain layout: the groups that go to test (named with val_groups)")
     on_leak: str = param("error", "'error': stop on duplicates or groups across splits; 'drop': keep each in its "
                                   "first split")
     detect_faces: bool = param(False, "crop faces from whole photographs too (a data root of videos is always cropped)")
@@ -202,6 +211,20 @@ class Phase2Config(ClassifierConfig):
                               "changes, e.g. {p2_init: none, seed: 1}; notebook 05 scores the mean of all members' "
                               "logits")
     member: int = param(0, "which model of the ensemble this run trains (0: the phase-2 model)", internal=True)
+    # Temporal heads (a video judged by its frame sequence): trained after phase 2 on its frozen backbone's frame
+    # embeddings, where the data are videos. They are runs of their own: these parameters never re-run phase 2.
+    temporal: str = param("none", "'none', or comma-separated sequence heads trained on videos: lstm, gru, attention; "
+                                  "the best on validation judges videos (notebook 05 compares them all)",
+                          run="temporal")
+    temporal_clip: int = param(16, "frames of a training clip (consecutive sampled frames at a random offset); "
+                                    "validation and scoring read whole videos", run="temporal")
+    temporal_flip: bool = param(True, "mirror half the training clips, every frame of a clip alike", run="temporal")
+    temporal_hidden: int = param(128, "width of a sequence head", run="temporal")
+    temporal_epochs: int = param(40, "maximum epochs (one clip of each training video an epoch)", run="temporal")
+    temporal_patience: int = param(10, "epochs without a better validation video AUC before stopping",
+                                   run="temporal")
+    temporal_lr: float = param(1e-3, "AdamW peak learning rate of a sequence head", run="temporal")
+    temporal_batch_size: int = param(16, "clips per optimizer step", run="temporal")
 
 
 @dataclass(kw_only=True)

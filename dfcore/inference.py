@@ -25,7 +25,7 @@ from dfcore.datasets.faces import read_image_rgb
 from dfcore.datasets.manifest import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from dfcore.evaluation.decision import decision_path
 from dfcore.explain import cam_maps
-from dfcore.study import StudyModel
+from dfcore.study import StudyModel, TemporalJudge
 
 
 def list_inputs(paths) -> tuple[list[Path], list[Path]]:
@@ -59,15 +59,19 @@ class Predictor:
     frames: int
     aggregate: str = "confident"
     detector: FaceDetector | None = None
-    timings: dict = field(default_factory=lambda: {"decode": 0.0, "detect": 0.0, "classify": 0.0, "cam": 0.0})
+    judge: TemporalJudge | None = None  # the study's temporal head: it gives a video's verdict where there is one
+    threshold_given: bool = False  # --threshold: it decides videos too
+    timings: dict = field(default_factory=lambda: {"decode": 0.0, "detect": 0.0, "classify": 0.0, "temporal": 0.0,
+                                                   "cam": 0.0})
 
     @classmethod
     def load(cls, checkpoint, *, device: str = "auto", threshold: float | None = None, detect: bool = True,
-             frames: int | None = None, aggregate: str = "confident") -> "Predictor":
+             frames: int | None = None, aggregate: str = "confident", temporal: bool = True) -> "Predictor":
         """Returns the predictor of a phase-2 or ensemble ``checkpoint``, or of a study's reports folder (its
         `StageOutputs.study_model`); a `CheckpointError` naming the file and the fix when it is missing, not dfcore's
         (or a pickle that would run code), or has no decision rule. ``frames`` per video: None samples as many as
-        the study's training videos were (its crop settings), else notebook 01's default."""
+        the study's training videos were (its crop settings), else notebook 01's default. ``temporal``: a video's
+        verdict comes from the study's temporal head where it has one (else from its frames' ``aggregate``)."""
         if aggregate not in AGGREGATIONS:
             raise ValueError(f"aggregate must be one of {AGGREGATIONS}, got {aggregate!r}")
         if threshold is not None and not 0 <= threshold <= 1:
@@ -91,6 +95,7 @@ class Predictor:
                               f"{decision_path(study.checkpoint).name}" if threshold is None else "--threshold"),
             crop=crop, crop_source=crop_source, frames=frames, aggregate=aggregate,
             detector=FaceDetector(crop, device="cpu") if crop else None,
+            judge=study.temporal if temporal else None, threshold_given=threshold is not None,
         )
 
     # What the study's model brings, by the names earlier versions of the predictor had.
@@ -105,7 +110,8 @@ class Predictor:
         """Returns what every record shares: checkpoint, decision rule and how faces are cut."""
         return {"checkpoint": str(self.checkpoint), "backbone": self.backbone, "temperature": self.rule.temperature,
                 "flip_tta": self.study.flip, "aggregation": self._aggregation_rule(), "threshold": self.threshold, "threshold_source": self.threshold_source,
-                "crop": self.crop.as_dict() if self.crop else None, "crop_source": self.crop_source}
+                "crop": self.crop.as_dict() if self.crop else None, "crop_source": self.crop_source,
+                "temporal_head": self.judge.name if self.judge else None}
 
     def _tick(self, stage: str, start: float) -> float:
         now = time.perf_counter()
@@ -190,12 +196,24 @@ class Predictor:
                   "fps": round(sampled.fps, 3), "frames_sampled": len(sampled.indices), "frames_with_face": len(rows)}
         if len(rows):
             scores = {how: self.rule.aggregate(frame_probs, how) for how in AGGREGATIONS}
-            prob = scores[self.aggregate]
-            decision = self._verdict(prob)
+            prob, threshold, threshold_source = scores[self.aggregate], self.threshold, self.threshold_source
+            verdict_by = f"frames' {self.aggregate} P(fake)"
+            if self.judge is not None:
+                start = time.perf_counter()
+                prob, weights = self.judge.judge(best_crops)
+                self._tick("temporal", start)
+                for row, weight in zip(rows, weights):
+                    row["temporal_weight"] = round(float(weight), 6)
+                verdict_by = f"temporal head ({self.judge.name}) over the sequence of faces"
+                if not self.threshold_given:
+                    threshold = self.judge.rule.threshold
+                    threshold_source = (f"validation videos ({self.judge.rule.rule} point, notebook 05) in "
+                                        "checkpoints/temporal/study.decision.json")
+            decision = None if prob is None else ("FAKE" if prob >= threshold else "REAL")
             agreeing = (frame_probs >= self.threshold) == (decision == "FAKE")
             record.update({
-                "decision": decision, "prob_fake": round(prob, 6), "threshold": self.threshold,
-                "threshold_source": self.threshold_source,
+                "decision": decision, "prob_fake": round(prob, 6), "threshold": threshold,
+                "threshold_source": threshold_source, "verdict_by": verdict_by,
                 "aggregation": {"reported": self.aggregate, **{k: round(v, 6) for k, v in scores.items()},
                                 "rule": self._aggregation_rule()},
                 "consistency": {"agreeing_share": round(float(agreeing.mean()), 4),
@@ -310,12 +328,12 @@ def iter_predictions(predictor: Predictor, files, *, out_dir=None, cam: bool = F
 
 
 def predict(paths, checkpoint, *, out_dir=None, cam: bool = False, frames: int | None = None, threshold: float | None = None,
-            detect: bool = True, aggregate: str = "confident", device: str = "auto") -> list[dict]:
+            detect: bool = True, aggregate: str = "confident", device: str = "auto", temporal: bool = True) -> list[dict]:
     """Returns one record per image or video under ``paths`` (files, or folders searched recursively), scored by
     the phase-2 ``checkpoint``: the Python face of ``python -m dfcore predict``, for JupyterLab. With ``out_dir``, its
     crops, figures and ``report.html`` are written there (``predictions.jsonl`` is the command's)."""
     predictor = Predictor.load(checkpoint, device=device, threshold=threshold, detect=detect, frames=frames,
-                               aggregate=aggregate)
+                               aggregate=aggregate, temporal=temporal)
     files, _ = list_inputs(paths)
     records = list(iter_predictions(predictor, files, out_dir=out_dir, cam=cam))
     if out_dir:

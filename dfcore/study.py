@@ -3,8 +3,9 @@ notebook 06, ``predict`` and the benchmarks load it here, and nowhere else.
 
 A `StudyModel` is the trained classifier (phase 2's, or the ensemble of notebook 04's members) with what scoring
 it needs: its input size and normalisation, the evaluation transform, the face-crop settings it was trained on,
-its validation-fitted decision rule (temperature, threshold, how a video's frames are aggregated) and whether it
-is scored with flip test-time augmentation.
+its validation-fitted decision rule (temperature, threshold, how a video's frames are aggregated), whether it
+is scored with flip test-time augmentation, and, where notebook 04 trained one, the temporal head that judges a
+video by its sequence of faces (`TemporalJudge`).
 """
 
 from __future__ import annotations
@@ -18,12 +19,44 @@ import numpy as np
 import torch
 
 from dfcore.artifacts import StageOutputs
-from dfcore.checkpoint import CheckpointError
+from dfcore.checkpoint import CheckpointError, load_checkpoint
 from dfcore.datasets import CropSettings, build_transforms
 from dfcore.evaluation.decision import DecisionRule, decision_path, load_decision_rule
 from dfcore.evaluation.predict import Scorer, model_logits
 from dfcore.models import data_config, load_classifier
 from dfcore.runtime import amp_dtype, resolve_device
+from dfcore.trainers.temporal import even_subsample, frame_features, load_head
+
+
+@dataclass
+class TemporalJudge:
+    """The study's temporal head (notebook 04, the best on validation) with the backbone whose frame embeddings it
+    reads and its rule fitted on validation videos (notebook 05): a video's verdict from its sequence of faces."""
+
+    head: torch.nn.Module
+    state: dict
+    rule: DecisionRule
+    embedder: torch.nn.Module  # the phase-2 model
+    transform: object
+    device: torch.device
+
+    @property
+    def name(self) -> str:
+        return self.state["head"]
+
+    @torch.inference_mode()
+    def judge(self, crops: list[np.ndarray]) -> tuple[float, np.ndarray]:
+        """Returns the calibrated P(fake) of a video from its frames' face crops (in frame order; spread evenly over
+        them where there are more than the head reads) and the head's weight of each frame read (zero for the
+        others)."""
+        keep = even_subsample(len(crops), self.head.max_frames)
+        batch = torch.stack([self.transform(image=crops[i])["image"] for i in keep]).to(
+            self.device, memory_format=torch.channels_last)
+        features, _ = frame_features(self.embedder, batch)
+        logits, weights = self.head(features[None].cpu())
+        all_weights = np.zeros(len(crops))
+        all_weights[keep] = weights[0].numpy()
+        return float(self.rule.prob_of_logits(logits.numpy())[0]), all_weights
 
 
 @dataclass
@@ -81,6 +114,26 @@ class StudyModel:
     def transform(self):
         """The evaluation transform: resize to the input size and normalise."""
         return build_transforms(self.image_size, train=False, **self.normalisation)
+
+    @cached_property
+    def temporal(self) -> TemporalJudge | None:
+        """The study's temporal head where notebook 04 trained one (videos), else None. A head without the rule
+        notebook 05 fits, or trained on another version of the phase-2 model, is a `CheckpointError` naming the
+        fix."""
+        checkpoints = next((p for p in self.checkpoint.resolve().parents if p.name == "checkpoints"), None)
+        out = StageOutputs(checkpoints.parent) if checkpoints else None
+        if out is None or not out.temporal_head.is_file():
+            return None
+        if not decision_path(out.temporal_head).is_file():
+            raise CheckpointError(f"{out.temporal_head} has no decision rule ({decision_path(out.temporal_head).name}, "
+                                  "fitted on validation videos by notebook 05): run `make reproduce` for its profile.")
+        head, state, source = load_head(out.temporal_head, out.root)
+        embedder = self.model if source.resolve() == self.checkpoint.resolve() else load_classifier(
+            source, device=self.device)[0].to(memory_format=torch.channels_last)
+        cfg = data_config(embedder)
+        transform = build_transforms(load_checkpoint(source, kind="classifier")["image_size"], train=False,
+                                     mean=cfg["mean"], std=cfg["std"])
+        return TemporalJudge(head, state, load_decision_rule(out.temporal_head), embedder, transform, self.device)
 
     def with_rule(self, rule: DecisionRule) -> "StudyModel":
         """Returns this model with ``rule`` (notebook 05, once it has fitted one)."""

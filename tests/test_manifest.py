@@ -42,6 +42,32 @@ def test_plain_layout_splits_by_group_without_crossing(tmp_path):
     assert m.groupby("split")["group"].nunique().to_dict() == {"test": 4, "train": 12, "val": 4}
 
 
+def _plain_groups(root, n=6):
+    for g in range(n):
+        write_image(root / "real" / f"vid{g}_a.png", seed=g)
+        write_image(root / "fake" / f"vid{g}_b.png", seed=100 + g)
+    rows = [(f"{cls}/vid{g}_{s}.png", f"vid{g}") for g in range(n) for cls, s in (("real", "a"), ("fake", "b"))]
+    pd.DataFrame(rows, columns=["path", "group"]).to_csv(root / "metadata.csv", index=False)
+
+
+def test_named_groups_go_to_validation_and_test_and_the_rest_to_train(tmp_path):
+    _plain_groups(tmp_path)
+    m = build_manifest(tmp_path, split_groups={"val": ["vid1"], "test": ["vid4", "vid5"]}).manifest
+    assert m.groupby("split")["group"].agg(lambda g: sorted(set(g))).to_dict() == {
+        "train": ["vid0", "vid2", "vid3"], "val": ["vid1"], "test": ["vid4", "vid5"]}
+
+
+@pytest.mark.parametrize("groups, message", [
+    ({"val": ["vid1"], "test": ["vid9"]}, r"\['vid9'\], which are no group"),
+    ({"val": ["vid1"], "test": []}, "both validation and test"),
+    ({"val": ["vid1"], "test": ["vid1"]}, "named for both"),
+])
+def test_wrongly_named_groups_are_errors_that_name_them(tmp_path, groups, message):
+    _plain_groups(tmp_path)
+    with pytest.raises(DataError, match=message):
+        build_manifest(tmp_path, split_groups=groups)
+
+
 def test_metadata_label_that_disagrees_with_folder_is_an_error(kaggle_root):
     pd.DataFrame({"path": ["Train/Real/TrR0.jpg"], "label": ["fake"]}).to_csv(kaggle_root / "metadata.csv", index=False)
     with pytest.raises(DataError, match="TrR0.jpg"):

@@ -196,3 +196,58 @@ def test_a_study_folder_is_scored_with_its_ensemble_when_it_has_one(checkpoint, 
     record = predictor(inputs / "face.jpg")[0]
     assert record["decision"] in ("REAL", "FAKE") and record["prob_fake"] != Predictor.load(single)(
         inputs / "face.jpg")[0]["prob_fake"]
+
+
+def _study_with_temporal_head(folder, checkpoint, threshold=0.3):
+    """A study's reports folder as notebooks 04 and 05 leave it on videos: the phase-2 model and its rule, and a
+    temporal head on its embeddings with the rule fitted on validation videos."""
+    import shutil
+
+    from dfcore.models.temporal import TemporalHead
+    from dfcore.trainers.temporal import file_sha256
+
+    phase2 = folder / "checkpoints" / "phase2" / "best.pt"
+    phase2.parent.mkdir(parents=True)
+    shutil.copy(checkpoint, phase2)
+    shutil.copy(checkpoint.with_name("best.decision.json"), phase2.with_name("best.decision.json"))
+    torch.manual_seed(0)
+    dim = build_model("resnet10t", image_size=32).num_features
+    head = TemporalHead("gru", dim, hidden=16)
+    path = folder / "checkpoints" / "temporal" / "study.pt"
+    save_checkpoint({"kind": "temporal", "head": "gru", "in_dim": dim, "hidden": 16, "max_frames": 64,
+                     "embedding_checkpoint": "checkpoints/phase2/best.pt", "embedding_sha256": file_sha256(phase2),
+                     "model": head.state_dict()}, path)
+    save_decision_rule(DecisionRule(temperature=1.5, threshold=threshold, rule="eer", fitted_on="val"), path)
+    return head.eval(), phase2
+
+
+def test_a_study_with_a_temporal_head_judges_videos_by_it_and_still_lists_the_frames(checkpoint, inputs, tmp_path):
+    from dfcore.trainers.temporal import frame_features
+
+    head, _ = _study_with_temporal_head(tmp_path, checkpoint)
+    predictor = Predictor.load(tmp_path, frames=5)
+    record, crops, rows = predictor(inputs / "clip.mp4")
+    assert predictor.describe()["temporal_head"] == "gru" and record["verdict_by"].startswith("temporal head (gru)")
+    with torch.inference_mode():
+        x = torch.stack([predictor.transform(image=c)["image"] for c in crops])
+        logits, weights = head(frame_features(predictor.model, x)[0][None])
+    expected = float(torch.sigmoid((logits[0, 1] - logits[0, 0]) / 1.5))
+    assert record["prob_fake"] == pytest.approx(expected, abs=1e-5) and record["threshold"] == 0.3
+    assert record["decision"] == ("FAKE" if expected >= 0.3 else "REAL")
+    assert [r["temporal_weight"] for r in rows] == pytest.approx(weights[0].tolist(), abs=1e-5)
+    assert len(record["frames"]) == 5 and set(record["aggregation"]) >= {"mean", "confident"}
+    image, _, _ = predictor(inputs / "face.jpg")  # images are still judged by the frame model at its threshold
+    assert image["threshold"] == 0.5 and "verdict_by" not in image
+    plain, _, _ = Predictor.load(tmp_path, frames=5, temporal=False)(inputs / "clip.mp4")
+    assert plain["prob_fake"] == pytest.approx(confident_mean([r["prob_fake"] for r in plain["frames"]]), abs=1e-5)
+
+
+def test_a_temporal_head_of_an_older_phase_2_model_is_refused_with_the_fix(checkpoint, tmp_path):
+    from dfcore.checkpoint import CheckpointError
+
+    _, phase2 = _study_with_temporal_head(tmp_path, checkpoint)
+    state = load_checkpoint(phase2)
+    save_checkpoint({**state, "epoch": 99}, phase2)  # phase 2 trained again: other bytes
+    save_decision_rule(DecisionRule(temperature=2.0, threshold=0.5, rule="eer", fitted_on="val"), phase2)
+    with pytest.raises(CheckpointError, match="re-run notebook 04"):
+        Predictor.load(tmp_path)

@@ -240,6 +240,27 @@ def apply_metadata(root: Path, files: pd.DataFrame, layout: str) -> tuple[pd.Dat
     return merged.reset_index(), rule
 
 
+def _named_groups(files: pd.DataFrame, split_groups: dict, root: Path) -> pd.DataFrame:
+    """Puts the groups ``split_groups`` names (``{'val': [...], 'test': [...]}``) in that split and every other group
+    in train; a name that is no group of the data, or one named for two splits, is a `DataError`."""
+    named = {split: [str(g) for g in split_groups.get(split) or []] for split in ("val", "test")}
+    if not all(named.values()):
+        raise DataError(f"Name groups for both validation and test (val_groups and test_groups), got {named}: the "
+                        "groups not named go to train.")
+    both = sorted(set(named["val"]) & set(named["test"]))
+    if both:
+        raise DataError(f"Groups {both} are named for both validation and test: each group goes to one split.")
+    todo = files["split"].isna()
+    known = set(files.loc[todo, "group"])
+    unknown = sorted(g for gs in named.values() for g in gs if g not in known)
+    if unknown:
+        raise DataError(f"val_groups/test_groups name {unknown}, which are no group of the data under {root} "
+                        f"(its groups: {_name_files(sorted(known))}). Fix the names in the profile.")
+    split_of = {g: split for split, gs in named.items() for g in gs}
+    files.loc[todo, "split"] = files.loc[todo, "group"].map(split_of).fillna("train")
+    return files
+
+
 def _split_by_group(files: pd.DataFrame, ratios, seed: int) -> pd.DataFrame:
     """Assigns whole groups to train/val/test with the given ratios (images of a group never split)."""
     ratios = np.asarray(ratios, dtype=float)
@@ -295,7 +316,7 @@ def _check_not_empty(root: Path, layout: str, files: pd.DataFrame, splits=SPLITS
                     f"the {split} split's {cls.capitalize()} folder under {root}"
                     if layout == "kaggle"
                     else f"{root / cls} (split '{split}' got none of the {files['group'].nunique()} groups: add "
-                    "data, change split_ratios, or give each file's split in a metadata.csv column 'split')"
+                    "data, change split_ratios or name its groups (val_groups, test_groups), or give each file's split in a metadata.csv column 'split')"
                 )
                 raise DataError(f"No readable {cls} images in {where}.")
 
@@ -337,6 +358,7 @@ def build_manifest(
     root,
     *,
     split_ratios=(0.8, 0.1, 0.1),
+    split_groups: dict | None = None,
     seed: int = 0,
     on_leak: str = "error",
     workers: int = 8,
@@ -347,7 +369,9 @@ def build_manifest(
     Corrupt or unreadable files are left out with a warning that names them. Identical files
     or groups found in more than one split stop with a `DataError` naming them (or, with
     ``on_leak='drop'``, are kept in their first split only). An empty class or split is a
-    `DataError` naming the folder. ``eval_only`` reads a set that is only ever scored (a
+    `DataError` naming the folder. Files the layout and ``metadata.csv`` give no split are split by whole groups:
+    those ``split_groups`` names (``{'val': [...], 'test': [...]}``) go to that split and the rest to train, or,
+    without names, ``split_ratios`` of the groups drawn with ``seed``. ``eval_only`` reads a set that is only ever scored (a
     cross-dataset test set): any splits it has are kept, files without one are ``test``, and it
     needs both classes, not every split.
     """
@@ -363,6 +387,8 @@ def build_manifest(
     files, group_rule = apply_metadata(root, files, layout)
     if eval_only:
         files["split"] = files["split"].fillna("test")
+    elif files["split"].isna().any() and split_groups:
+        files = _named_groups(files, split_groups, root)
     elif files["split"].isna().any():
         files = _split_by_group(files, split_ratios, seed)
     files, corrupt = _inspect_all(root, files, workers)

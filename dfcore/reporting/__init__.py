@@ -17,6 +17,7 @@ from dfcore.reporting.figures import (
     plot_robustness,
     plot_roc,
     plot_score_histograms,
+    plot_temporal_evidence,
     plot_timeline,
 )
 from dfcore.reporting.browser import browser
@@ -38,5 +39,6 @@ __all__ = [
     "plot_robustness",
     "plot_roc",
     "plot_score_histograms",
+    "plot_temporal_evidence",
     "plot_timeline",
 ]

@@ -36,13 +36,15 @@ OUTPUTS = ("index.html", "compare.csv", "compare.md", "compare.tex", "compare_au
 RUN_COLUMNS = ["profile", "reports root", "backbone", "input size", "weights", "training data",
                "training min", "total min", "git commit", "stages"]
 SET_COLUMNS = {"AUC": max, "AUC 95% low": None, "AUC 95% high": None, "video AUC, mean": max,
-               "video AUC, confident": max, "accuracy at val. threshold": max, "ECE, calibrated": min}
-VIDEO_COLUMNS = ("video AUC, mean", "video AUC, confident")
+               "video AUC, confident": max, "video AUC, temporal": max, "accuracy at val. threshold": max,
+               "ECE, calibrated": min}
+VIDEO_COLUMNS = ("video AUC, mean", "video AUC, confident", "video AUC, temporal")
 ROBUSTNESS = "test robustness"
 ROBUSTNESS_COLUMNS = {"mean AUC": max, "worst AUC": max, "worst corruption": None}
 DECIMALS = 3
 SHORT = {"AUC 95% low": "95% interval", "accuracy at val. threshold": "accuracy", "ECE, calibrated": "ECE",
-         "video AUC, mean": "video AUC (mean)", "video AUC, confident": "video AUC (conf.)"}  # the pages' headers
+         "video AUC, mean": "video AUC (mean)", "video AUC, confident": "video AUC (conf.)",
+         "video AUC, temporal": "video AUC (temporal)"}  # the pages' headers
 
 
 @dataclass
@@ -175,6 +177,8 @@ def _read_sets(evaluation: dict, notes: list) -> dict:
     version's ``<set>@0.5`` / ``<set>@val_..._threshold`` keys."""
     found = {}
     sets = evaluation.get("sets")
+    temporal = {row.get("set"): _number(row.get("video AUC")) for row in _get(evaluation, "temporal", "videos") or []
+                if isinstance(row, dict) and str(row.get("method", "")).endswith("(study)")}  # the study's head
     if isinstance(sets, dict):
         for name, result in sets.items():
             if not isinstance(result, dict):
@@ -187,6 +191,7 @@ def _read_sets(evaluation: dict, notes: list) -> dict:
                    "AUC 95% low": _number(interval[0]), "AUC 95% high": _number(interval[1]),
                    "video AUC, mean": _number(_get(result, "groups", "mean", "auc")) if video else None,
                    "video AUC, confident": _number(_get(result, "groups", "confident", "auc")) if video else None,
+                   "video AUC, temporal": temporal.get(name),
                    "accuracy at val. threshold": _number(_get(result, "calibrated@val_threshold", "accuracy")),
                    "ECE, calibrated": _number(_get(result, "calibrated@val_threshold", "ece"))}
             missing = [k for k in ("AUC", "AUC 95% low", "accuracy at val. threshold", "ECE, calibrated")

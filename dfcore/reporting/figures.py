@@ -284,3 +284,33 @@ def plot_robustness(table: pd.DataFrame, *, clean_auc: float, descriptions: dict
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def plot_temporal_evidence(videos: list[dict], *, title: str, top: int = 3):
+    """Returns a figure with one row per video: its frames' P(fake) and the temporal head's weight of each frame over
+    time, and the ``top`` frames the head weighs most. Each of ``videos`` is a dict with ``name``, ``label``,
+    ``prob`` (the head's video P(fake)), ``frame_probs``, ``weights`` and ``images`` (the frames' RGB crops)."""
+    fig = plt.figure(figsize=(12, 2.3 * len(videos)), layout="constrained")
+    grid = fig.add_gridspec(len(videos), 3 + top)
+    for row, video in enumerate(videos):
+        ax = fig.add_subplot(grid[row, :3])
+        steps = np.arange(len(video["frame_probs"]))
+        ax.bar(steps, video["weights"], color="tab:orange", alpha=0.5, label="head's weight")
+        ax.set_ylim(0, max(1e-6, float(np.max(video["weights"]))) * 1.1)
+        ax.set_ylabel("weight")
+        twin = ax.twinx()
+        twin.plot(steps, video["frame_probs"], color="tab:blue", marker=".", label="frame P(fake)")
+        twin.set(ylim=(-0.02, 1.02), ylabel="frame P(fake)")
+        ax.set_xlabel("sampled frame")
+        ax.set_title(f"{video['name']} ({CLASS_NAMES[video['label']]}): head P(fake) {video['prob']:.2f}",
+                     fontsize=9, loc="left")
+        if row == 0:
+            fig.legend(*[sum(x, []) for x in zip(ax.get_legend_handles_labels(), twin.get_legend_handles_labels())],
+                       loc="outside upper right", ncols=2, fontsize=8)
+        for k, i in enumerate(np.argsort(-np.asarray(video["weights"]), kind="stable")[:top]):
+            image_ax = fig.add_subplot(grid[row, 3 + k])
+            image_ax.imshow(video["images"][i])
+            image_ax.set_title(f"frame {i}: w {video['weights'][i]:.2f}, p {video['frame_probs'][i]:.2f}", fontsize=7)
+            image_ax.axis("off")
+    fig.suptitle(title)
+    return fig

@@ -31,7 +31,8 @@ def _facts(record: dict) -> list[tuple[str, str]]:
              ("video", f"{record['frame_count']} frames at {record['fps']:g} fps")]
     if "aggregation" in record:
         how, c = record["aggregation"], record["consistency"]
-        facts += [("aggregation", f"{how['reported']} (mean {how['mean']:.3f}, confident {how['confident']:.3f})"),
+        facts += [("verdict by", record.get("verdict_by", f"frames' {how['reported']} P(fake)")),
+                  ("frame aggregation", f"{how['reported']} (mean {how['mean']:.3f}, confident {how['confident']:.3f})"),
                   ("frames agreeing with the verdict", f"{c['agreeing_share']:.0%}"),
                   ("frame P(fake)", f"{c['min']:.3f} to {c['max']:.3f}, std {c['std']:.3f}")]
     return facts
@@ -113,7 +114,9 @@ def build_predict_report(records, out_dir, describe: dict) -> str:
                  ("threshold", f"{describe['threshold']:.3f} ({describe['threshold_source']})"),
                  ("crop source", describe["crop_source"]),
                  ("crop", ", ".join(f"{k} {v}" for k, v in crop.items()) if crop else "none"),
-                 ("video aggregation", describe["aggregation"])]
+                 ("video aggregation", describe["aggregation"]),
+                 ("video verdict", f"temporal head ({describe['temporal_head']})" if describe.get("temporal_head")
+                  else "frame aggregation")]
     src = relative_src(out_dir)
     return render("predictions.html.j2", predictor=predictor, counts=counts, total=len(records),
                   jsonl=RECORDS if (Path(out_dir) / RECORDS).exists() else None,

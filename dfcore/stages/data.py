@@ -103,7 +103,8 @@ def run(config: Config) -> DataResult:
         print(f"groups: {crops.group_rule}")
     manifest_root = crops.root if crops_faces else root
     manifests = build_manifest(manifest_root, split_ratios=(1 - c.val_ratio - c.test_ratio, c.val_ratio, c.test_ratio),
-                               seed=c.seed, on_leak=c.on_leak)
+                               split_groups={"val": c.val_groups, "test": c.test_groups}
+                               if c.val_groups or c.test_groups else None, seed=c.seed, on_leak=c.on_leak)
     found, geometry = None, None
     real_train = (manifests.manifest["split"] == "train") & (manifests.manifest["label"] == 0)
     if (c.face_landmarks or c.match_crops) and not crops_faces:  # faces cut here have their landmarks already

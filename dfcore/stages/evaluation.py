@@ -25,6 +25,7 @@ from dfcore.evaluation import (
     save_decision_rule,
     scoring_units,
 )
+from dfcore.stages.temporal import TemporalEvaluation, evaluate_heads
 from dfcore.study import StudyModel
 
 __all__ = ["Config", "EvaluationResult", "run"]
@@ -46,6 +47,7 @@ class EvaluationResult:
     rule: DecisionRule
     results: dict
     sweep: pd.DataFrame
+    temporal: TemporalEvaluation | None = None  # videos judged by notebook 04's temporal heads, where it trained any
 
     @property
     def evaluated(self) -> list[str]:
@@ -110,10 +112,17 @@ def run(config: Config) -> EvaluationResult:
                                      group_t=rule.group_t, group_min_share=rule.group_min_share,
                                      n_bins=c.calibration_bins)
         results[name]["groups"]["unit"] = unit
+    temporal = evaluate_heads(out, sets, device=c.device, bootstrap_rounds=c.bootstrap_rounds, seed=c.seed,
+                              group_t=rule.group_t, group_min_share=rule.group_min_share, threshold_rule=c.threshold_rule)
     sweep = robustness_sweep(scorer, "test", *sets["test"], rule, seed=c.seed) if c.robustness else pd.DataFrame()
-    result = EvaluationResult(c, study, sets, scores, rule, results, sweep)
+    result = EvaluationResult(c, study, sets, scores, rule, results, sweep, temporal)
     _write(result, out, scorer)
     return result
+
+
+def _temporal_headline(temporal: TemporalEvaluation) -> dict:
+    test = temporal.table[temporal.table["set"] == "test"].set_index("method")["video AUC"]
+    return {f"test video AUC, {method}": auc for method, auc in test.items()}
 
 
 def _write(result: EvaluationResult, out: StageOutputs, scorer) -> None:
@@ -135,6 +144,10 @@ def _write(result: EvaluationResult, out: StageOutputs, scorer) -> None:
         "robustness": result.sweep.to_dict("records"),
         "predictions": {name: str(out.predictions(name)) for name in result.evaluated},
         "classification_report": str(out.classification_report),
+        "temporal": None if result.temporal is None else {
+            "study_head": result.temporal.chosen, "checkpoint": str(out.temporal_head),
+            "rules": {method: asdict(r) for method, r in result.temporal.rules.items()},
+            "videos": result.temporal.table.to_dict("records")},
     }, headline={
         "test AUC": test["raw@0.5"]["auc"],
         "test AUC 95% interval": " to ".join(f"{v:.3f}" for v in test["bootstrap_95"].get("auc", [])),
@@ -144,5 +157,6 @@ def _write(result: EvaluationResult, out: StageOutputs, scorer) -> None:
         "temperature": rule.temperature,
         "validation AUC": results["val"]["raw@0.5"]["auc"],
         **{f"{name} AUC": results[name]["raw@0.5"]["auc"] for name in result.evaluated if name != "test"},
+        **(_temporal_headline(result.temporal) if result.temporal else {}),
     })
     print(f"wrote {out.metrics / '05_evaluation.json'}")

@@ -20,6 +20,7 @@ class PhaseResult:
 
     config: Config
     runs: list[StageRun]
+    temporal: object | None = None  # notebook 04 on videos: `dfcore.stages.temporal.TemporalResult`
 
     @property
     def history(self) -> pd.DataFrame:

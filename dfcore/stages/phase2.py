@@ -1,4 +1,5 @@
-"""Stage 04, phase 2: phase 1's model fine-tuned (the last N blocks or all of it), then any ensemble members."""
+"""Stage 04, phase 2: phase 1's model fine-tuned (the last N blocks or all of it), then any ensemble members, then,
+where the data are videos, any temporal heads on its frozen frame embeddings (`dfcore.stages.temporal`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dfcore.config import Phase2Config as Config
 from dfcore.evaluation.decision import decision_path
 from dfcore.models import save_ensemble
 from dfcore.stages.phase1 import PhaseResult, headline, phase_metrics
+from dfcore.stages.temporal import train_heads
 from dfcore.stages.training import train
 
 __all__ = ["Config", "member_config", "run"]
@@ -64,6 +66,7 @@ def run(config: Config) -> PhaseResult:
     the result."""
     out = StageOutputs(config.run_dir)
     runs = train_models(config)
+    temporal = train_heads(config)
     first = runs[0]
     member_bests = [float(r.history["val_auc"].max()) for r in runs[1:]]
     members = [{"changes": changes, "epochs_run": int(len(r.history)), "best_val_auc": auc,
@@ -72,8 +75,14 @@ def run(config: Config) -> PhaseResult:
     numbers = headline(first)
     write_metrics(out.metrics / "04_phase2_finetune.json", phase_metrics(
         config, first, out.phase2_best, phase1_val_auc=first.info["phase1_val_auc"], members=members,
-        study_model=str(out.study_model)), headline={
+        study_model=str(out.study_model), temporal=None if temporal is None else {
+            "heads": {name: {"best_val_video_auc": temporal.best_val_auc[name], "epochs_run": len(history),
+                             "history": history.to_dict("records")} for name, history in temporal.histories.items()},
+            "chosen": temporal.chosen, "checkpoint": str(out.temporal_head), "train_videos": temporal.train_videos,
+            "val_videos": temporal.val_videos}), headline={
         "best validation AUC": numbers["best validation AUC"], "phase 1 validation AUC": first.info["phase1_val_auc"],
         **{f"member {member} best validation AUC": auc for member, auc in enumerate(member_bests, 1)},
+        **({f"temporal {name} best validation video AUC": auc for name, auc in temporal.best_val_auc.items()}
+           if temporal else {}),
         "train images/s": numbers["train images/s"]})
-    return PhaseResult(config, runs)
+    return PhaseResult(config, runs, temporal)

@@ -245,7 +245,7 @@ def train_classifier(config: ClassifierConfig) -> StageRun:
                   warmup_epochs=phase.warmup_epochs, out_dir=phase.out_dir, device=dev, dtype=dtype,
                   patience=c.patience, grad_clip=phase.grad_clip, accum_steps=c.accum_steps, seed=c.seed,
                   resume=c.resume, loss_weights=loss_weights,
-                  meta={**phase.meta, "params": c.as_dict(), "data_sha256": manifests_sha256(manifests)})
+                  meta={**phase.meta, "params": c.run_params(), "data_sha256": manifests_sha256(manifests)})
     return StageRun(history, model, {**phase.info, "trainable_parameters": trainable}, fake_share)
 
 
