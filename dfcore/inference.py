@@ -179,18 +179,21 @@ class Predictor:
         start = self._tick("decode", start)
         per_frame = [self._faces(frame) for frame in sampled.frames]
         start = self._tick("detect", start)
-        probs = self.score([c for _, crops in per_frame for c in crops])
+        # the temporal head's embeddings come from the same pass where it reads this model (one forward, not two)
+        every = [c for _, crops in per_frame for c in crops]
+        probs, features = self.study.prob_and_features(every) if self.judge else (self.score(every), None)
         self._tick("classify", start)
-        rows, best_crops, k = [], [], 0
+        rows, best_crops, best_at, k = [], [], [], 0
         for index, (faces, crops) in zip(sampled.indices, per_frame):
             for face, prob in zip(faces, probs[k:k + len(faces)]):
                 face["prob_fake"] = round(float(prob), 6)
-            k += len(faces)
             if faces:
                 top = int(np.argmax([f["prob_fake"] for f in faces]))
                 rows.append({"frame": index, "time_s": round(index / sampled.fps, 3) if sampled.fps else None,
                              "prob_fake": faces[top]["prob_fake"], "faces": faces})
                 best_crops.append(crops[top])
+                best_at.append(k + top)
+            k += len(faces)
         frame_probs = np.array([r["prob_fake"] for r in rows])
         record = {"path": str(path), "kind": "video", "frame_count": sampled.frame_count,
                   "fps": round(sampled.fps, 3), "frames_sampled": len(sampled.indices), "frames_with_face": len(rows)}
@@ -200,7 +203,7 @@ class Predictor:
             verdict_by = f"frames' {self.aggregate} P(fake)"
             if self.judge is not None:
                 start = time.perf_counter()
-                prob, weights = self.judge.judge(best_crops)
+                prob, weights = self.judge.judge(best_crops, None if features is None else features[best_at])
                 self._tick("temporal", start)
                 for row, weight in zip(rows, weights):
                     row["temporal_weight"] = round(float(weight), 6)
@@ -303,8 +306,11 @@ def iter_predictions(predictor: Predictor, files, *, out_dir=None, cam: bool = F
         record, crops, rows = predictor(path)
         name = _output_name(index, path)
         if out_dir and rows:
+            by_head = str(record.get("verdict_by", "")).startswith("temporal")
             record["timeline"] = _save(plot_timeline(pd.DataFrame(rows), threshold=predictor.threshold,
-                                                     prob=record["prob_fake"], aggregate=predictor.aggregate,
+                                                     prob=record["prob_fake"], video_threshold=record["threshold"],
+                                                     aggregate=f"{predictor.judge.name} head" if by_head
+                                                     else predictor.aggregate,
                                                      title=f"{path.name}: {record['decision']}"),
                                        out_dir / "timelines" / f"{name}.png")
         if not (out_dir and crops):

@@ -45,14 +45,17 @@ class TemporalJudge:
         return self.state["head"]
 
     @torch.inference_mode()
-    def judge(self, crops: list[np.ndarray]) -> tuple[float, np.ndarray]:
+    def judge(self, crops: list[np.ndarray], features: torch.Tensor | None = None) -> tuple[float, np.ndarray]:
         """Returns the calibrated P(fake) of a video from its frames' face crops (in frame order; spread evenly over
         them where there are more than the head reads) and the head's weight of each frame read (zero for the
-        others)."""
+        others). ``features``: the crops' embeddings where they were computed already (`StudyModel.prob`)."""
         keep = even_subsample(len(crops), self.head.max_frames)
-        batch = torch.stack([self.transform(image=crops[i])["image"] for i in keep]).to(
-            self.device, memory_format=torch.channels_last)
-        features, _ = frame_features(self.embedder, batch)
+        if features is None:
+            batch = torch.stack([self.transform(image=crops[i])["image"] for i in keep]).to(
+                self.device, memory_format=torch.channels_last)
+            features = frame_features(self.embedder, batch)[0]
+        else:
+            features = features[torch.as_tensor(keep)]
         logits, weights = self.head(features[None].cpu())
         all_weights = np.zeros(len(crops))
         all_weights[keep] = weights[0].numpy()
@@ -157,3 +160,16 @@ class StudyModel:
             return np.zeros(0)
         batch = torch.stack([self.transform(image=c)["image"] for c in crops])
         return self.rule.prob_of_logits(self.logits(batch))
+
+    def prob_and_features(self, crops: list[np.ndarray]) -> tuple[np.ndarray, torch.Tensor | None]:
+        """Returns `prob` of the crops and their embeddings for the temporal head, from the same forward pass,
+        where the head reads this very model and there is no flip TTA; else the embeddings are None (the head's
+        `TemporalJudge.judge` computes them)."""
+        judge = self.temporal
+        if not crops or judge is None or judge.embedder is not self.model or self.flip:
+            return self.prob(crops), None
+        batch = torch.stack([self.transform(image=c)["image"] for c in crops])
+        self.model.eval()
+        with torch.inference_mode():
+            features, logits = frame_features(self.model, batch.to(self.device, memory_format=torch.channels_last))
+        return self.rule.prob_of_logits(logits.cpu().numpy()), features.cpu()

@@ -177,15 +177,28 @@ def heat_overlay(image: np.ndarray, heat: np.ndarray, *, alpha: float = 0.5) -> 
     return np.round((1 - alpha) * image + alpha * colours).astype(np.uint8)
 
 
-def plot_timeline(frames: pd.DataFrame, *, threshold: float, prob: float, aggregate: str, title: str):
-    """Returns calibrated P(fake) per sampled frame against time (``frames``: time_s or frame, prob_fake), with
-    the decision threshold and the video's aggregated score."""
+def plot_timeline(frames: pd.DataFrame, *, threshold: float, prob: float, aggregate: str, title: str,
+                  video_threshold: float | None = None):
+    """Returns calibrated P(fake) per sampled frame against time (``frames``: time_s or frame, prob_fake, and a
+    temporal head's ``temporal_weight`` where one judged the video), with the frames' threshold, the video's score
+    (``aggregate`` says what gave it) and the video's threshold where it is another (a temporal head's)."""
     timed = frames["time_s"].notna().all()
     x = frames["time_s"] if timed else frames["frame"]
+    video_threshold = threshold if video_threshold is None else video_threshold
     fig, ax = plt.subplots(figsize=(7, 2.8))
+    if "temporal_weight" in frames:
+        twin = ax.twinx()
+        width = 0.8 * float(np.min(np.diff(x))) if len(x) > 1 else 1.0
+        twin.bar(x, frames["temporal_weight"], width=width, color="tab:orange", alpha=0.25)
+        twin.set_ylabel("head's weight", color="tab:orange")
+        twin.set_ylim(0, max(1e-6, float(frames["temporal_weight"].max())) * 3)
+        ax.set_zorder(twin.get_zorder() + 1)
+        ax.patch.set_visible(False)
     ax.plot(x, frames["prob_fake"], "o-", color="tab:purple", ms=4, label="frame P(fake), most suspicious face")
-    ax.axhline(threshold, color="black", ls="--", lw=1, label=f"threshold {threshold:.3f}")
-    ax.axhline(prob, color="tab:red" if prob >= threshold else "tab:blue", lw=2, alpha=0.6,
+    ax.axhline(threshold, color="black", ls="--", lw=1, label=f"frames' threshold {threshold:.3f}")
+    if video_threshold != threshold:
+        ax.axhline(video_threshold, color="black", ls=":", lw=1, label=f"video's threshold {video_threshold:.3f}")
+    ax.axhline(prob, color="tab:red" if prob >= video_threshold else "tab:blue", lw=2, alpha=0.6,
                label=f"video ({aggregate}) {prob:.3f}")
     ax.fill_between(x, threshold, 1, color="tab:red", alpha=0.05)
     ax.set(ylim=(-0.02, 1.02), xlabel="time (s)" if timed else "frame", ylabel="calibrated P(fake)",
