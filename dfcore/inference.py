@@ -212,7 +212,7 @@ class Predictor:
                     threshold = self.judge.rule.threshold
                     threshold_source = (f"validation videos ({self.judge.rule.rule} point, notebook 05) in "
                                         "checkpoints/temporal/study.decision.json")
-            decision = None if prob is None else ("FAKE" if prob >= threshold else "REAL")
+            decision = "FAKE" if prob >= threshold else "REAL"
             agreeing = (frame_probs >= self.threshold) == (decision == "FAKE")
             record.update({
                 "decision": decision, "prob_fake": round(prob, 6), "threshold": threshold,
