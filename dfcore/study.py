@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from dfcore.artifacts import StageOutputs
-from dfcore.checkpoint import CheckpointError, load_checkpoint
+from dfcore.checkpoint import CheckpointError
 from dfcore.datasets import CropSettings, build_transforms
 from dfcore.evaluation.decision import DecisionRule, decision_path, load_decision_rule
 from dfcore.evaluation.predict import Scorer, model_logits
@@ -131,11 +131,13 @@ class StudyModel:
             raise CheckpointError(f"{out.temporal_head} has no decision rule ({decision_path(out.temporal_head).name}, "
                                   "fitted on validation videos by notebook 05): run `make reproduce` for its profile.")
         head, state, source = load_head(out.temporal_head, out.root)
-        embedder = self.model if source.resolve() == self.checkpoint.resolve() else load_classifier(
-            source, device=self.device)[0].to(memory_format=torch.channels_last)
+        if source.resolve() == self.checkpoint.resolve():
+            embedder, image_size = self.model, self.image_size
+        else:
+            embedder, state = load_classifier(source, device=self.device)
+            embedder, image_size = embedder.to(memory_format=torch.channels_last), state["image_size"]
         cfg = data_config(embedder)
-        transform = build_transforms(load_checkpoint(source, kind="classifier")["image_size"], train=False,
-                                     mean=cfg["mean"], std=cfg["std"])
+        transform = build_transforms(image_size, train=False, mean=cfg["mean"], std=cfg["std"])
         return TemporalJudge(head, state, load_decision_rule(out.temporal_head), embedder, transform, self.device)
 
     def with_rule(self, rule: DecisionRule) -> "StudyModel":

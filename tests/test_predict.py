@@ -204,7 +204,7 @@ def _study_with_temporal_head(folder, checkpoint, threshold=0.3):
     import shutil
 
     from dfcore.models.temporal import TemporalHead
-    from dfcore.trainers.temporal import file_sha256
+    from dfcore.datasets.faces import sha256_file
 
     phase2 = folder / "checkpoints" / "phase2" / "best.pt"
     phase2.parent.mkdir(parents=True)
@@ -215,7 +215,7 @@ def _study_with_temporal_head(folder, checkpoint, threshold=0.3):
     head = TemporalHead("gru", dim, hidden=16)
     path = folder / "checkpoints" / "temporal" / "study.pt"
     save_checkpoint({"kind": "temporal", "head": "gru", "in_dim": dim, "hidden": 16, "max_frames": 64,
-                     "embedding_checkpoint": "checkpoints/phase2/best.pt", "embedding_sha256": file_sha256(phase2),
+                     "embedding_checkpoint": "checkpoints/phase2/best.pt", "embedding_sha256": sha256_file(phase2),
                      "model": head.state_dict()}, path)
     save_decision_rule(DecisionRule(temperature=1.5, threshold=threshold, rule="eer", fitted_on="val"), path)
     return head.eval(), phase2

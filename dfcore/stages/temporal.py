@@ -15,6 +15,7 @@ from dfcore.artifacts import StageOutputs
 from dfcore.checkpoint import TEMPORAL_CODE, aside_path, code_sha256, load_checkpoint, save_checkpoint
 from dfcore.config import Phase2Config
 from dfcore.datasets import load_manifests, manifests_sha256, read_rgb
+from dfcore.datasets.faces import sha256_file
 from dfcore.evaluation import Scores, bootstrap_intervals, fit_decision_rule, save_decision_rule
 from dfcore.evaluation.decision import DecisionRule
 from dfcore.models import data_config, load_classifier
@@ -23,7 +24,6 @@ from dfcore.runtime import resolve_device, seed_everything
 from dfcore.trainers.temporal import (
     VideoEmbeddings,
     embed_videos,
-    file_sha256,
     fit_temporal,
     load_head,
     score_videos,
@@ -117,7 +117,7 @@ def train_heads(config: Phase2Config) -> TemporalResult | None:
         meta = {"head": name, "in_dim": videos["train"].dim, "hidden": c.temporal_hidden, "max_frames": max_frames,
                 # where the backbone is, from the study's reports folder (the folder may move)
                 "embedding_checkpoint": out.phase2_best.relative_to(out.root).as_posix(),
-                "embedding_sha256": file_sha256(out.phase2_best),
+                "embedding_sha256": sha256_file(out.phase2_best),
                 "params": {**c.run_params("temporal"), "seed": c.seed}, "temporal_code": code_sha256(TEMPORAL_CODE),
                 "data_sha256": manifests_sha256(manifests)}
         print(f"temporal head {name}: {sum(p.numel() for p in head.parameters()) / 1e3:.0f} k parameters")

@@ -21,6 +21,7 @@ from sklearn import metrics as skm
 
 from dfcore.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from dfcore.datasets import ManifestDataset, build_transforms, make_loader
+from dfcore.datasets.faces import sha256_file
 from dfcore.evaluation.groups import scoring_units
 from dfcore.models.temporal import TemporalHead, build_temporal_head
 from dfcore.trainers.loop import Task, run
@@ -45,10 +46,6 @@ class VideoEmbeddings:
     @property
     def dim(self) -> int:
         return int(self.features[0].shape[1])
-
-    def frame_probs(self) -> list[np.ndarray]:
-        """Returns each video's frames' P(fake) from the backbone's own classifier (uncalibrated)."""
-        return [torch.softmax(torch.as_tensor(z), 1)[:, 1].numpy() for z in self.logits]
 
     def as_state(self) -> dict:
         return {"videos": self.videos, "labels": torch.as_tensor(self.labels), "groups": self.groups,
@@ -213,17 +210,13 @@ def fit_temporal(head, train: VideoEmbeddings, val: VideoEmbeddings, *, out_dir,
                resume=resume, meta=meta)
 
 
-def file_sha256(path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def load_head(path, reports_dir) -> tuple[TemporalHead, dict, Path]:
     """Returns the temporal head saved at ``path``, its checkpoint, and the phase-2 checkpoint whose frame embeddings
     it reads (stored relative to the study's ``reports_dir``). A head trained on another version of that checkpoint
     is a `CheckpointError` saying to re-run notebook 04."""
     state = load_checkpoint(path, kind="temporal")
     source = Path(reports_dir) / state["embedding_checkpoint"]
-    if not source.is_file() or file_sha256(source) != state["embedding_sha256"]:
+    if not source.is_file() or sha256_file(source) != state["embedding_sha256"]:
         raise CheckpointError(f"{path} reads the frame embeddings of {source}, which is missing or was trained again "
                               "since: re-run notebook 04 (make reproduce) to train the temporal heads again.")
     return build_temporal_head(state), state, source
